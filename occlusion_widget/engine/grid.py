@@ -1,0 +1,165 @@
+"""Mask positions: where each occluding mask sits. Pure numpy, no torch.
+
+Everything works on a 2-D spatial shape ``(H, W)``; a 1-D signal of length
+``L`` is handled by the caller as ``(1, L)`` with a mask height of 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+
+#: Lattice steps of the coarse-to-fine order: every 4th position on each axis
+#: first, then every 2nd, then the rest.
+COARSE_TO_FINE_STEPS = (4, 2, 1)
+
+
+def resolve_pair(
+    value: object, name: str, spatial_shape: tuple[int, int], auto_fraction: float
+) -> tuple[int, int]:
+    """Turn ``"auto"``, an int or an ``(h, w)`` pair into a pair of positive ints.
+
+    ``"auto"`` is ``round(auto_fraction * N)`` along each axis (at least 1),
+    the same rule as MATLAB's ``occlusionSensitivity``. Axes of length 1 (the
+    height of a 1-D signal) always resolve to 1.
+    """
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{name}={value!r} is not allowed; use 'auto', a positive int or an (h, w) pair")
+        pair = tuple(max(1, int(round(auto_fraction * n))) for n in spatial_shape)
+    elif isinstance(value, Integral) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
+        isinstance(v, Integral) and not isinstance(v, bool) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name}={value!r} is not allowed; use 'auto', a positive int or an (h, w) pair of ints")
+    pair = tuple(1 if n == 1 else v for v, n in zip(pair, spatial_shape))
+    if min(pair) <= 0:
+        raise ValueError(f"{name}={value!r} must be positive (>= 1) along each axis")
+    return pair  # type: ignore[return-value]
+
+
+def axis_spans(length: int, mask: int, stride: int, clipping: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of every mask along one axis.
+
+    With ``clipping`` the mask centres are ``0, s, 2s, ...`` while the centre is
+    ``<= length - 1``; a mask covers ``[c - mask//2, c - mask//2 + mask)`` cut to
+    the axis, so masks at the edges are smaller. Without ``clipping`` the
+    starts are ``0, s, 2s, ...`` while ``start + mask <= length``: every mask is
+    full size and positions that would stick out are left out.
+    """
+    if clipping:
+        centres = np.arange(0, length, stride)
+        starts = centres - mask // 2
+        ends = starts + mask
+        return np.clip(starts, 0, length), np.clip(ends, 0, length)
+    starts = np.arange(0, length - mask + 1, stride)
+    return starts, starts + mask
+
+
+@dataclass(frozen=True)
+class MaskGrid:
+    """The mask positions of one sweep.
+
+    Attributes
+    ----------
+    spatial_shape : (H, W)
+    mask_size, stride : (h, w) and (a, b) in pixels
+    clipping : bool
+    boxes : int64 array (gy, gx, 4)
+        ``[y0, x0, y1, x1)`` pixel box of every position.
+    """
+
+    spatial_shape: tuple[int, int]
+    mask_size: tuple[int, int]
+    stride: tuple[int, int]
+    clipping: bool
+    boxes: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        spatial_shape: tuple[int, int],
+        mask_size: tuple[int, int],
+        stride: tuple[int, int],
+        clipping: bool,
+    ) -> "MaskGrid":
+        for m, n in zip(mask_size, spatial_shape):
+            if m > n:
+                raise ValueError(
+                    f"mask_size={tuple(mask_size)} is larger than the input {tuple(spatial_shape)}; "
+                    f"allowed: 1..{n} along that axis"
+                )
+        (y0, y1), (x0, x1) = (
+            axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride)
+        )
+        gy, gx = len(y0), len(x0)
+        boxes = np.empty((gy, gx, 4), dtype=np.int64)
+        boxes[..., 0], boxes[..., 2] = y0[:, None], y1[:, None]
+        boxes[..., 1], boxes[..., 3] = x0[None, :], x1[None, :]
+        return cls(tuple(spatial_shape), tuple(mask_size), tuple(stride), bool(clipping), boxes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(gy, gx): the number of positions along each axis."""
+        return self.boxes.shape[:2]  # type: ignore[return-value]
+
+    @property
+    def size(self) -> int:
+        return int(self.boxes.shape[0] * self.boxes.shape[1])
+
+    def coarse_to_fine(self) -> np.ndarray:
+        """Flat position indices, coarse lattice first.
+
+        The first ``ceil(gy/4) * ceil(gx/4)`` indices already span the whole
+        input, so a sweep stopped early still has a map of all of it.
+        """
+        gy, gx = self.shape
+        iy, ix = np.meshgrid(np.arange(gy), np.arange(gx), indexing="ij")
+        level = np.full((gy, gx), len(COARSE_TO_FINE_STEPS) - 1)
+        for lvl in reversed(range(len(COARSE_TO_FINE_STEPS))):
+            step = COARSE_TO_FINE_STEPS[lvl]
+            level[(iy % step == 0) & (ix % step == 0)] = lvl
+        return np.argsort(level.ravel(), kind="stable")
+
+
+def fill_from_coarse(grid: np.ndarray, computed: np.ndarray) -> np.ndarray:
+    """Fill positions not yet computed from the nearest point of the finest
+    fully computed coarse lattice.
+
+    Parameters
+    ----------
+    grid : (K, gy, gx) float array, arbitrary values where not computed
+    computed : (gy, gx) bool
+
+    Returns
+    -------
+    (K, gy, gx) float array; NaN where no lattice is complete yet.
+    """
+    out = np.where(computed, grid, np.nan).astype(np.float32)
+    if computed.all():
+        return out
+    gy, gx = computed.shape
+    # The finest step whose whole lattice is done.
+    done_step = None
+    for step in sorted(COARSE_TO_FINE_STEPS):
+        if computed[::step, ::step].all():
+            done_step = step
+            break
+    if done_step is None:
+        return out
+    ys = _snap(np.arange(gy), done_step, gy)
+    xs = _snap(np.arange(gx), done_step, gx)
+    coarse = out[:, ys][:, :, xs]
+    return np.where(computed, out, coarse)
+
+
+def _snap(index: np.ndarray, step: int, n: int) -> np.ndarray:
+    """Nearest multiple of ``step`` that is a valid index below ``n``."""
+    snapped = np.rint(index / step).astype(np.int64) * step
+    last = ((n - 1) // step) * step
+    return np.minimum(snapped, last)

@@ -1,0 +1,197 @@
+"""Turn what the user passed (image, mask value, output, targets, device) into
+tensors and callables the sweep can use, with errors that name the parameter."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import ImageClassifier
+
+OUTPUTS = ("probability", "logit")
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+Output = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def prepare_input(classifier: ImageClassifier, image: object) -> tuple[torch.Tensor, bool]:
+    """The input as float32 (C, H, W), and whether it is a 1-D signal.
+
+    A 1-D signal (C, L) comes back as (C, 1, L): the sweep treats it as an
+    image of height 1.
+    """
+    if isinstance(image, torch.Tensor):
+        x = image.detach()
+        if x.ndim == 4:
+            if x.shape[0] != 1:
+                raise ValueError(f"image: a 4-D tensor must be a batch of one (1, C, H, W), got {tuple(x.shape)}")
+            x = x[0]
+        if x.ndim not in (2, 3):
+            raise ValueError(
+                f"image: expected a tensor (C, H, W), (1, C, H, W) or a 1-D signal (C, L); got {x.ndim} dimensions"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"image: expected a float tensor in the model's input space, got {x.dtype}")
+        x = x.float()
+    else:
+        x = classifier.preprocess(image)
+    if not torch.isfinite(x).all():
+        raise ValueError("image: the input holds NaN or infinite values")
+    if x.ndim == 2:
+        return x.unsqueeze(1).contiguous(), True
+    return x.contiguous(), False
+
+
+def resolve_device(device: object) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
+    return dev
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W) with reflect padding (1-px axes are left alone)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = x[None]
+    c = x.shape[0]
+    for axis, n in ((2, x.shape[1]), (3, x.shape[2])):
+        if n == 1:
+            continue
+        r = min(radius, n - 1)
+        k = kernel[radius - r : radius + r + 1]
+        k = k / k.sum()
+        shape = (c, 1, -1, 1) if axis == 2 else (c, 1, 1, -1)
+        pad = (0, 0, r, r) if axis == 2 else (r, r, 0, 0)
+        out = F.conv2d(F.pad(out, pad, mode="reflect"), k.view(shape), groups=c)
+    return out[0]
+
+
+def resolve_fill(mask_value: object, x: torch.Tensor, mask_size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray | str]:
+    """What an occluded pixel becomes: a (C, H, W) tensor, and the value to report.
+
+    ``"auto"``: each channel's mean; a scalar; one value per channel; or
+    ``"blur"``: a blurred copy of the input (sigma = half the mask size), so
+    the mask removes detail at the mask's own scale but keeps colour.
+    """
+    c = x.shape[0]
+    if isinstance(mask_value, str):
+        if mask_value == "auto":
+            value = x.mean(dim=(1, 2))
+        elif mask_value == "blur":
+            sigma = max(1.0, max(mask_size) / 2)
+            return gaussian_blur(x, sigma), "blur"
+        else:
+            raise ValueError(f"mask_value={mask_value!r} is not allowed; use 'auto', 'blur', a number or one number per channel")
+    elif isinstance(mask_value, Real) and not isinstance(mask_value, bool):
+        value = torch.full((c,), float(mask_value))
+    elif isinstance(mask_value, (Sequence, np.ndarray, torch.Tensor)):
+        value = torch.as_tensor(np.asarray(mask_value, dtype=np.float32)).flatten()
+        if value.numel() != c:
+            raise ValueError(f"mask_value: {value.numel()} values given, the input has {c} channels; give one per channel")
+    else:
+        raise TypeError(f"mask_value={mask_value!r} is not allowed; use 'auto', 'blur', a number or one number per channel")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"mask_value={mask_value!r} must be finite")
+    value = value.to(x)
+    return value.view(c, 1, 1).expand_as(x).contiguous(), value.cpu().numpy().astype(np.float32)
+
+
+class _StopForward(Exception):
+    """Raised by a layer hook once it has what it needs: the rest of the network is skipped."""
+
+
+def score_function(module: nn.Module, output: Output, layer: str | None, is_signal: bool) -> tuple[ScoreFn, str]:
+    """A callable mapping an input batch (N, C, H, W) to scores (N, K_all), and its name."""
+    if layer is not None:
+        if output != "probability":
+            raise ValueError("output and layer: give one of them; with layer= the score is the channel's total activation")
+        modules = dict(module.named_modules())
+        if layer not in modules:
+            names = [n for n in modules if n][:8]
+            raise ValueError(f"layer={layer!r} is not a module of the model; names look like {names}")
+        target = modules[layer]
+
+        def layer_scores(batch: torch.Tensor) -> torch.Tensor:
+            captured: list[torch.Tensor] = []
+
+            def hook(_m, _inp, out):
+                captured.append(out)
+                raise _StopForward
+
+            handle = target.register_forward_hook(hook)
+            try:
+                module(_model_view(batch, is_signal))
+            except _StopForward:
+                pass
+            finally:
+                handle.remove()
+            act = captured[0]
+            return act.reshape(act.shape[0], act.shape[1], -1).sum(dim=2) if act.ndim > 2 else act
+
+        return layer_scores, f"layer:{layer}"
+
+    if callable(output):
+        def custom_scores(batch: torch.Tensor) -> torch.Tensor:
+            scores = output(module(_model_view(batch, is_signal)))
+            if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != batch.shape[0]:
+                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+                raise ValueError(f"output: the callable must return a (N, K) tensor for N={batch.shape[0]}, got {shape}")
+            return scores
+
+        return custom_scores, getattr(output, "__name__", "callable")
+    if output not in OUTPUTS:
+        raise ValueError(f"output={output!r} is not allowed; use 'probability', 'logit' or a callable")
+
+    def class_scores(batch: torch.Tensor) -> torch.Tensor:
+        logits = module(_model_view(batch, is_signal))
+        if logits.ndim != 2:
+            raise ValueError(
+                f"output={output!r} needs a model returning (N, classes); it returned {tuple(logits.shape)}. "
+                "Pass a callable output= to reduce it."
+            )
+        return logits.float().softmax(dim=1) if output == "probability" else logits.float()
+
+    return class_scores, str(output)
+
+
+def _model_view(batch: torch.Tensor, is_signal: bool) -> torch.Tensor:
+    return batch[:, :, 0, :] if is_signal else batch
+
+
+def resolve_targets(targets: object, top_k: int | None, base_scores: torch.Tensor) -> np.ndarray:
+    """Target indices (K,) from None (the top class), an int, a sequence, or ``top_k``."""
+    n = base_scores.numel()
+    if top_k is not None:
+        if targets is not None:
+            raise ValueError("targets and top_k: give one of them, not both")
+        if not isinstance(top_k, Integral) or isinstance(top_k, bool) or not 1 <= top_k <= n:
+            raise ValueError(f"top_k={top_k!r} is not allowed; use an int in 1..{n}")
+        return base_scores.topk(int(top_k)).indices.cpu().numpy().astype(np.int64)
+    if targets is None:
+        return np.array([int(base_scores.argmax())], dtype=np.int64)
+    values = [targets] if isinstance(targets, Integral) else targets
+    try:
+        result = np.array([int(t) for t in values], dtype=np.int64)  # type: ignore[union-attr]
+        if any(isinstance(t, bool) or not isinstance(t, (Integral, np.integer)) for t in values):  # type: ignore[union-attr]
+            raise TypeError
+    except TypeError:
+        raise TypeError(f"targets={targets!r} is not allowed; use None, an int or a sequence of ints") from None
+    if result.size == 0:
+        raise ValueError("targets: the sequence is empty; give at least one class index")
+    bad = [int(t) for t in result if not 0 <= t < n]
+    if bad:
+        raise ValueError(f"targets: {bad} outside [0, {n}); the output has {n} classes")
+    return result
