@@ -73,9 +73,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         r = min(radius, n - 1)
         k = kernel[radius - r : radius + r + 1]
         k = k / k.sum()
-        shape = (c, 1, -1, 1) if axis == 2 else (c, 1, 1, -1)
+        shape = (1, 1, -1, 1) if axis == 2 else (1, 1, 1, -1)
         pad = (0, 0, r, r) if axis == 2 else (r, r, 0, 0)
-        out = F.conv2d(F.pad(out, pad, mode="reflect"), k.view(shape), groups=c)
+        out = F.conv2d(F.pad(out, pad, mode="reflect"), k.view(shape).repeat(c, 1, 1, 1), groups=c)
     return out[0]
 
 
@@ -182,13 +182,12 @@ def resolve_targets(targets: object, top_k: int | None, base_scores: torch.Tenso
         return base_scores.topk(int(top_k)).indices.cpu().numpy().astype(np.int64)
     if targets is None:
         return np.array([int(base_scores.argmax())], dtype=np.int64)
-    values = [targets] if isinstance(targets, Integral) else targets
-    try:
-        result = np.array([int(t) for t in values], dtype=np.int64)  # type: ignore[union-attr]
-        if any(isinstance(t, bool) or not isinstance(t, (Integral, np.integer)) for t in values):  # type: ignore[union-attr]
-            raise TypeError
-    except TypeError:
-        raise TypeError(f"targets={targets!r} is not allowed; use None, an int or a sequence of ints") from None
+    values = [targets] if isinstance(targets, (Integral, np.integer)) else targets
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray, torch.Tensor)) or any(
+        isinstance(t, bool) or not isinstance(t, (Integral, np.integer)) for t in np.asarray(values).ravel().tolist()
+    ):
+        raise TypeError(f"targets={targets!r} is not allowed; use None, an int or a sequence of ints")
+    result = np.asarray(values, dtype=np.int64).ravel()
     if result.size == 0:
         raise ValueError("targets: the sequence is empty; give at least one class index")
     bad = [int(t) for t in result if not 0 <= t < n]
