@@ -1,0 +1,205 @@
+"""Grad-CAM (Selvaraju et al. 2017) and the discovery of a network's spatial layers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine.inputs import Output, prepare_input, resolve_targets, score_function
+from ..models import ImageClassifier, as_classifier
+from .common import (
+    AttributionParams,
+    AttributionResult,
+    ProgressFn,
+    check_cancel,
+    labels_for,
+    prepared,
+    upsample_maps,
+)
+
+_DEFAULT_LAYER_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def spatial_layers(model: ImageClassifier | nn.Module, image: object = None) -> list[tuple[str, tuple[int, ...]]]:
+    """The named modules whose output is 4-D (N, C, h, w) with ``h * w > 1``, in the
+    order their forward calls finish, with their output shape (C, h, w).
+
+    One forward pass with hooks on every named module (containers included, so
+    ResNet's ``layer4`` is listed after ``layer4.1``). A module called several
+    times in one forward (a shared activation) is listed at its last call.
+
+    Parameters
+    ----------
+    model : ImageClassifier or nn.Module
+    image : optional
+        The input to trace with (any shape the model accepts); default: zeros of
+        the wrapper's ``input_size`` (a plain module needs an image).
+    """
+    classifier = as_classifier(model)
+    if image is None:
+        if not isinstance(model, ImageClassifier):
+            raise ValueError("image: a plain nn.Module has no input size; give an image to trace with")
+        x = torch.zeros(3, *classifier.input_size)
+    else:
+        x, is_signal = prepare_input(classifier, image)
+        if is_signal:
+            return []
+    module = classifier.module
+    dev = next(module.parameters(), torch.empty(0)).device
+    seen: dict[str, tuple[int, tuple[int, ...]]] = {}
+    counter = [0]
+
+    def make_hook(name: str):
+        def hook(_m, _inp, out):
+            counter[0] += 1
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
+                seen[name] = (counter[0], tuple(out.shape[1:]))
+            else:
+                seen.pop(name, None)
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in module.named_modules() if n]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(x[None].to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    return [(name, shape) for name, (_, shape) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def default_layer(model: ImageClassifier | nn.Module, image: object = None) -> str:
+    """The last module (in forward order) whose output has spatial extent: Grad-CAM's usual layer.
+
+    ``"layer4"`` for a torchvision ResNet, ``"1._swish"`` (the head's ReLU6,
+    7x7x1280) for the default EfficientNet-Lite0. Cached per module and input shape.
+    """
+    classifier = as_classifier(model)
+    key = tuple(image.shape) if isinstance(image, torch.Tensor) else ("default" if image is None else "preprocessed")
+    cache = _DEFAULT_LAYER_CACHE.setdefault(classifier.module, {})
+    if key not in cache:
+        layers = spatial_layers(model, image)
+        if not layers:
+            raise ValueError("layer: the model has no module with a 4-D output of spatial extent > 1x1; name one with layer=")
+        cache[key] = layers[-1][0]
+    return cache[key]
+
+
+def grad_cam(
+    model: ImageClassifier | nn.Module,
+    image: object,
+    targets: int | Sequence[int] | None = None,
+    *,
+    top_k: int | None = None,
+    layer: str | None = None,
+    output: Output = "logit",
+    upsampling: str = "bilinear",
+    device: str | torch.device = "auto",
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> AttributionResult:
+    """Grad-CAM: ``ReLU(sum_c w_c A_c)`` with ``w_c`` the spatial mean of ``d score / d A_c``.
+
+    ``A`` (C', h, w) is the output of ``layer`` for the input. One forward pass,
+    one backward pass per target. The map is *not* normalised (pytorch-grad-cam
+    scales each map to [0, 1]; apply ``(m - m.min()) / m.max()`` to compare).
+
+    Parameters
+    ----------
+    model, image, targets, top_k, device
+        As for :func:`saliency`. Images only (a 1-D signal raises).
+    layer : str, optional
+        A name from ``model.named_modules()`` whose output is (N, C', h, w).
+        Default: :func:`default_layer`. A module called several times in one
+        forward is taken at its last call. The layer's output is cloned in a
+        hook, so a later in-place op (``ReLU(inplace=True)``) cannot alter it.
+    output : "logit", "probability" or callable
+        The score differentiated; the logit (raw output) is what pytorch-grad-cam's
+        ``ClassifierOutputTarget`` uses and the paper's choice.
+    upsampling : "bilinear", "bicubic", "nearest" or "none"
+        How ``maps`` (K, H, W) is made from ``grid`` (K, h, w). "bilinear"
+        (half-pixel centres) is what pytorch-grad-cam does with ``cv2.resize``.
+        Bicubic can overshoot below 0.
+    progress : callable(done, total, partial), optional
+        Called after each target.
+    cancel : threading.Event, optional
+        Checked before the forward pass and each target; when set, raises :class:`Cancelled`.
+
+    Returns
+    -------
+    AttributionResult
+        ``grid`` (K, h, w) the raw CAM, ``maps`` (K, H, W), ``params.layer``;
+        ``extra["weights"]`` (K, C') the channel weights, ``extra["activation"]``
+        (C', h, w).
+    """
+    start = time.perf_counter()
+    with prepared(model, image, device, cancel) as p:
+        if p.is_signal:
+            raise ValueError("grad_cam: needs an image (C, H, W); use saliency or smoothgrad for a 1-D signal")
+        check_cancel(cancel)
+        name = layer if layer is not None else default_layer(p.classifier, p.x)
+        target_module = _named_module(p.module, name)
+        score, output_name = score_function(p.module, output, None, False)
+        captured: list[torch.Tensor] = []
+
+        def hook(_m, _inp, out):
+            if not isinstance(out, torch.Tensor) or out.ndim != 4:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"layer={name!r}: Grad-CAM needs an output (N, C, h, w), this module gives {shape}")
+            captured[:] = [out]
+            return out.clone()
+
+        handle = target_module.register_forward_hook(hook)
+        try:
+            x = p.x[None].requires_grad_(True)  # so that the layer joins the graph even with frozen weights
+            scores = score(x)
+        finally:
+            handle.remove()
+        if not captured:
+            raise ValueError(f"layer={name!r} was not called in the forward pass")
+        act = captured[0]
+        target_idx = resolve_targets(targets, top_k, scores[0].detach())
+        k_total = len(target_idx)
+        cams = np.zeros((k_total, *act.shape[2:]), dtype=np.float32)
+        weights = np.zeros((k_total, act.shape[1]), dtype=np.float32)
+        params = AttributionParams("grad_cam", output_name, upsampling, layer=name, device=str(p.device))
+        upsample_maps(cams[:1], p.x.shape[1:], upsampling)  # validate upsampling before the backward passes
+
+        def result(done: int) -> AttributionResult:
+            base = scores[0].detach()[torch.as_tensor(target_idx, device=scores.device)].float().cpu().numpy()
+            return AttributionResult(
+                method="grad_cam", grid=cams.copy(), maps=upsample_maps(cams, p.x.shape[1:], upsampling),
+                base_scores=base, targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params,
+                image=p.x.detach().cpu().numpy(), complete=done == k_total, n_forward=1,
+                elapsed_s=time.perf_counter() - start,
+                extra={"weights": weights.copy(), "activation": act[0].detach().float().cpu().numpy()},
+            )
+
+        for k, t in enumerate(target_idx):
+            check_cancel(cancel)
+            (grad,) = torch.autograd.grad(scores[0, int(t)], act, retain_graph=k < k_total - 1)
+            w = grad[0].float().mean(dim=(1, 2))
+            cam = torch.relu((w[:, None, None] * act[0].detach().float()).sum(dim=0))
+            cams[k], weights[k] = cam.cpu().numpy(), w.cpu().numpy()
+            if progress is not None:
+                progress(k + 1, k_total, result(k + 1))
+        return result(k_total)
+
+
+def _named_module(module: nn.Module, name: str) -> nn.Module:
+    modules = dict(module.named_modules())
+    if not isinstance(name, str) or name not in modules or not name:
+        names = [n for n, _ in module.named_modules() if n][-8:]
+        raise ValueError(f"layer={name!r} is not a module of the model; the last names are {names}")
+    return modules[name]
+

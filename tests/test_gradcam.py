@@ -1,0 +1,176 @@
+"""Grad-CAM against a hand computation and against pytorch-grad-cam; layer discovery
+and layer activations."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from occlusion_widget.methods import Cancelled, default_layer, grad_cam, layer_activations, spatial_layers
+from occlusion_widget.models import from_torchvision
+
+
+def tiny_cnn(inplace: bool = False, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=inplace), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(8, 5),
+    ).eval()
+
+
+@pytest.fixture
+def image():
+    return torch.rand(3, 12, 10, generator=torch.Generator().manual_seed(3))
+
+
+def hand_grad_cam(model, layer_module, x, target, output="logit"):
+    """Hooks: a forward hook keeps the activation, a tensor hook its gradient."""
+    store = {}
+
+    def forward_hook(_m, _inp, out):
+        store["act"] = out.detach().clone()
+        out.register_hook(lambda g: store.__setitem__("grad", g.detach()))
+
+    handle = layer_module.register_forward_hook(forward_hook)
+    try:
+        out = model(x[None].clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    if output == "probability":
+        out = out.softmax(1)
+    out[0, target].backward()
+    weights = store["grad"][0].mean(dim=(1, 2))  # (C,)
+    return torch.relu((weights[:, None, None] * store["act"][0]).sum(0)).numpy(), weights.numpy()
+
+
+@pytest.mark.parametrize("output", ["logit", "probability"])
+def test_grad_cam_equals_hand_computation(image, output):
+    model = tiny_cnn()
+    res = grad_cam(model, image, targets=[2, 0], layer="4", output=output, device="cpu")
+    assert res.method == "grad_cam" and res.params.layer == "4"
+    assert res.grid.shape == (2, 6, 5) and res.maps.shape == (2, 12, 10)
+    for k, t in enumerate([2, 0]):
+        cam, weights = hand_grad_cam(model, model[4], image, t, output)
+        np.testing.assert_allclose(res.grid[k], cam, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(res.extra["weights"][k], weights, rtol=1e-5, atol=1e-8)
+    # maps: the grid upsampled bilinearly with half-pixel centres.
+    up = F.interpolate(torch.from_numpy(res.grid)[None], size=(12, 10), mode="bilinear", align_corners=False)[0]
+    np.testing.assert_allclose(res.maps, up.numpy(), rtol=1e-6)
+    assert (res.grid >= 0).all()
+    model.zero_grad()
+
+
+def test_layer_modified_in_place_later_is_seen_as_it_left_the_layer(image):
+    """conv -> ReLU(inplace=True): the CAM of the conv is that of its own output, not the ReLU's."""
+    plain, inplace = tiny_cnn(inplace=False), tiny_cnn(inplace=True)
+    inplace.load_state_dict(plain.state_dict())
+    expected, _ = hand_grad_cam(plain, plain[3], image, 1)
+    res = grad_cam(inplace, image, targets=1, layer="3", device="cpu")
+    np.testing.assert_allclose(res.grid[0], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(res.extra["activation"], plain[:4](image[None])[0].detach().numpy(), rtol=1e-6)
+
+
+def test_default_layer_is_the_last_spatial_module(image):
+    model = tiny_cnn()
+    names = [name for name, _ in spatial_layers(model, image)]
+    assert names == ["0", "1", "2", "3", "4"]  # the 1x1 pool and what follows are left out
+    assert dict(spatial_layers(model, image))["4"] == (8, 6, 5)
+    assert default_layer(model, image) == "4"
+    assert grad_cam(model, image, device="cpu").params.layer == "4"
+    wrapped = from_torchvision("resnet18", weights=None)
+    assert default_layer(wrapped) == "1.layer4"
+
+
+def test_grad_cam_equals_pytorch_grad_cam_on_resnet18_layer4():
+    """pytorch-grad-cam (the ``grad-cam`` package) on torchvision ResNet-18, ``layer4``, target logit.
+
+    Two comparisons, both to 1e-5:
+    1. the raw 7x7 CAM: the package's own ``get_cam_image`` on the activations and
+       gradients its hooks recorded, then ReLU (as ``compute_cam_per_layer`` does)
+       vs our ``grid`` -- no normalisation on either side;
+    2. the package's output (min-max scaled to [0, 1] per image, resized with
+       ``cv2.resize`` bilinear, scaled again) vs our ``maps`` (bilinear) with the
+       same min-max scaling ``(m - min) / (1e-7 + max)`` applied.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ours = grad_cam(net, x[0], layer="layer4", output="logit", device="cpu")
+    target = int(ours.targets[0])
+    with GradCAM(model=net, target_layers=[net.layer4]) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        acts = cam.activations_and_grads.activations[0].numpy()
+        grads = cam.activations_and_grads.gradients[0].numpy()
+        raw = np.maximum(cam.get_cam_image(x, net.layer4, None, acts, grads), 0)[0]
+
+    assert ours.grid.shape == (1, 7, 7) and raw.shape == (7, 7) and raw.max() > 0
+    np.testing.assert_allclose(ours.grid[0], raw, rtol=1e-5, atol=1e-5 * raw.max())
+
+    m = ours.maps[0] - ours.maps[0].min()
+    m = m / (1e-7 + m.max())
+    assert theirs.shape == (1, 224, 224)
+    assert np.abs(m - theirs[0]).max() < 1e-5
+
+
+def test_cancel_and_errors(image):
+    model = tiny_cnn()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        grad_cam(model, image, device="cpu", cancel=cancel)
+    with pytest.raises(ValueError, match="not a module"):
+        grad_cam(model, image, layer="nope", device="cpu")
+    with pytest.raises(ValueError, match=r"\(N, C, h, w\)"):
+        grad_cam(model, image, layer="7", device="cpu")  # the Linear layer
+    with pytest.raises(ValueError, match="upsampling"):
+        grad_cam(model, image, upsampling="lanczos", device="cpu")
+    res = grad_cam(model, image, layer="4", device="cpu", upsampling="nearest")
+    assert res.maps.shape == (1, 12, 10)
+    assert res.with_upsampling("bilinear").params.upsampling == "bilinear"
+
+
+def test_layer_activations_sorted_by_strength(image):
+    model = tiny_cnn()
+    out = model[:5](image[None])[0].detach().numpy()  # the output of module "4"
+    acts = layer_activations(model, image, "4", device="cpu")
+    order = np.argsort(-out.mean(axis=(1, 2)), kind="stable")
+    assert acts.layer == "4" and acts.n_channels == 8
+    np.testing.assert_array_equal(acts.channels, order)
+    np.testing.assert_allclose(acts.activations, out[order], rtol=1e-6)
+    assert np.all(np.diff(acts.strength) <= 0)
+
+    top = layer_activations(model, image, "4", strength="max", top=3, device="cpu")
+    np.testing.assert_array_equal(top.channels, np.argsort(-out.max(axis=(1, 2)), kind="stable")[:3])
+    assert top.activations.shape == (3, 6, 5)
+    tiles = top.mosaic(columns=2)
+    assert tiles.shape == (2 * 7 - 1, 2 * 6 - 1) and np.isnan(tiles[6]).all()
+    assert np.nanmin(tiles) == 0.0 and np.nanmax(tiles) <= 1.0
+    assert layer_activations(model, image, device="cpu").layer == "4"  # Grad-CAM's default layer
+
+
+def test_shared_module_is_taken_at_its_last_call(image):
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 3, stride=2, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x):
+            x = self.act(self.b(self.act(self.a(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Shared().eval()
+    assert default_layer(model, image) == "act"
+    acts = layer_activations(model, image, "act", device="cpu")
+    assert acts.activations.shape == (2, 6, 5)
+    assert grad_cam(model, image, device="cpu").grid.shape == (1, 6, 5)
