@@ -1,0 +1,116 @@
+// Diverging colour scales, centred on 0. Pure. The lookup tables come from the
+// kernel (sampled from matplotlib, see occlusion_widget/_frontend.py).
+
+/**
+ * A lookup table: n RGB entries, flat.
+ * @param {ArrayLike<number>} flat  [r0, g0, b0, r1, ...] in 0..255
+ * @returns {Uint8Array}
+ */
+export function lookupTable(flat) {
+  if (!flat || flat.length < 6 || flat.length % 3 !== 0) throw new RangeError("a colormap needs at least 2 RGB entries");
+  return Uint8Array.from(flat);
+}
+
+/**
+ * Position on the scale: -limit -> 0, 0 -> 0.5, +limit -> 1 (clamped).
+ * @param {number} value
+ * @param {number} limit  half-range, > 0
+ */
+export function unitPosition(value, limit) {
+  const t = (value / limit + 1) / 2;
+  return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+/**
+ * The colour of `value` on a scale from -limit to +limit.
+ * @param {Uint8Array} lut
+ * @param {number} value
+ * @param {number} limit
+ * @returns {[number, number, number]}
+ */
+export function colorFor(lut, value, limit) {
+  const n = lut.length / 3;
+  const i = Math.round(unitPosition(value, limit) * (n - 1)) * 3;
+  return [lut[i], lut[i + 1], lut[i + 2]];
+}
+
+/**
+ * Half-range of a map's colour scale: the largest |value| (NaN ignored), or
+ * 1 when the map is all zero or unknown. Same rule as render.symmetric_limit.
+ * @param {ArrayLike<number>} values
+ */
+export function symmetricLimit(values) {
+  let m = 0;
+  for (let i = 0; i < values.length; i++) {
+    const a = Math.abs(values[i]);
+    if (a > m) m = a; // NaN compares false
+  }
+  return m > 0 ? m : 1;
+}
+
+/**
+ * RGBA pixels of a map over the colour scale, alpha = opacity; NaN is transparent.
+ * @param {ArrayLike<number>} values
+ * @param {number} limit
+ * @param {Uint8Array} lut
+ * @param {number} opacity  0..1
+ * @param {Uint8ClampedArray} [out]  reused when its length fits
+ * @returns {Uint8ClampedArray}
+ */
+export function paintRGBA(values, limit, lut, opacity, out) {
+  const rgba = out && out.length === values.length * 4 ? out : new Uint8ClampedArray(values.length * 4);
+  const n = lut.length / 3;
+  const alpha = Math.round(Math.max(0, Math.min(1, opacity)) * 255);
+  const scale = (n - 1) / 2 / limit;
+  const mid = (n - 1) / 2;
+  for (let p = 0, o = 0; p < values.length; p++, o += 4) {
+    const v = values[p];
+    if (v !== v) {
+      rgba[o + 3] = 0;
+      continue;
+    }
+    let i = Math.round(mid + v * scale);
+    i = (i < 0 ? 0 : i >= n ? n - 1 : i) * 3;
+    rgba[o] = lut[i];
+    rgba[o + 1] = lut[i + 1];
+    rgba[o + 2] = lut[i + 2];
+    rgba[o + 3] = alpha;
+  }
+  return rgba;
+}
+
+/**
+ * A CSS gradient of the table, bottom (-limit) to top (+limit).
+ * @param {Uint8Array} lut
+ * @param {number} [stops]
+ */
+export function gradientCSS(lut, stops = 17) {
+  const n = lut.length / 3;
+  const parts = [];
+  for (let s = 0; s < stops; s++) {
+    const i = Math.round((s / (stops - 1)) * (n - 1)) * 3;
+    parts.push(`rgb(${lut[i]}, ${lut[i + 1]}, ${lut[i + 2]}) ${((s / (stops - 1)) * 100).toFixed(1)}%`);
+  }
+  return `linear-gradient(to top, ${parts.join(", ")})`;
+}
+
+/**
+ * Tick values of the colour bar, top to bottom.
+ * @param {number} limit
+ * @returns {number[]}
+ */
+export function colorbarTicks(limit) {
+  return [limit, limit / 2, 0, -limit / 2, -limit];
+}
+
+/**
+ * A short signed number: "+0.412", "−0.0031", "0".
+ * @param {number} value
+ * @param {number} [digits] significant digits
+ */
+export function formatValue(value, digits = 3) {
+  if (value !== value) return "–";
+  if (value === 0 || Math.abs(value) < 1e-12) return "0";
+  const text = Number(Math.abs(value).toPrecision(digits)).toString();
+  return (value > 0 ? "+" : "\u2212") + text;
+}

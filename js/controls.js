@@ -1,0 +1,161 @@
+// Controls for every parameter, bound to the widget model's traits.
+
+import { h } from "./ui.js";
+import { resolvePair } from "./geometry.js";
+
+const MASK_VALUES = [
+  ["auto", "auto (channel means)"],
+  ["blur", "blur"],
+  ["0", "black (0)"],
+  ["0.5", "grey (0.5)"],
+  ["1", "white (1)"],
+];
+
+/**
+ * @typedef {object} ControlHooks
+ * @property {() => [number, number]} imageShape  (H, W) of the input
+ * @property {(name: string, value: number | null) => void} onInput  a slider moves (null: released)
+ */
+
+/**
+ * Build the parameter and display controls in `container` and keep them in
+ * step with the model. Changing a control sets the trait and saves it, which
+ * makes the kernel recompute (display controls never reach the kernel's maths).
+ * @param {any} model
+ * @param {HTMLElement} container
+ * @param {ControlHooks} hooks
+ * @returns {{sync: () => void, dispose: () => void}}
+ */
+export function buildControls(model, container, hooks) {
+  /** @type {(() => void)[]} */
+  const syncers = [];
+  const commit = (name, value) => {
+    model.set(name, value);
+    model.save_changes();
+  };
+  const row = (label, hint, ...inputs) =>
+    h("label", { class: "ow-control", title: hint }, h("span", { class: "ow-control-label" }, label), ...inputs);
+
+  // Mask size and stride: "auto" or pixels (slider + number box for exact or out-of-range values).
+  const pair = (name, label, fraction, minimum, hint) => {
+    const auto = /** @type {HTMLInputElement} */ (h("input", { type: "checkbox", class: "ow-auto", "data-param": `${name}-auto` }));
+    const range = /** @type {HTMLInputElement} */ (h("input", { type: "range", min: String(minimum), step: "1", "data-param": name }));
+    const number = /** @type {HTMLInputElement} */ (h("input", { type: "number", class: "ow-number", step: "1", "data-param": `${name}-number` }));
+    const show = (v) => {
+      range.value = String(v);
+      number.value = String(v);
+    };
+    range.addEventListener("input", () => {
+      auto.checked = false;
+      number.value = range.value;
+      hooks.onInput(name, Number(range.value));
+    });
+    range.addEventListener("change", () => {
+      hooks.onInput(name, null);
+      commit(name, Math.round(Number(range.value)));
+    });
+    number.addEventListener("change", () => {
+      const v = Number(number.value);
+      if (number.value === "" || !Number.isFinite(v)) return sync();
+      auto.checked = false;
+      commit(name, Math.round(v));
+    });
+    auto.addEventListener("change", () => {
+      if (auto.checked) commit(name, "auto");
+      else commit(name, Math.round(Number(range.value)));
+    });
+    const sync = () => {
+      const shape = hooks.imageShape();
+      range.max = String(Math.max(shape[0], shape[1]));
+      const value = model.get(name);
+      auto.checked = value === "auto";
+      const resolved = model.get("resolved_params")?.[name];
+      const v = value === "auto" && Array.isArray(resolved) ? resolved : resolvePair(value, shape, fraction);
+      show(v[0]);
+    };
+    syncers.push(sync);
+    return row(label, hint, range, number, h("span", { class: "ow-auto-label" }, auto, "auto"));
+  };
+
+  const select = (name, label, options, hint, parse = (s) => s) => {
+    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": name }));
+    const base = options.map(([value, text]) => h("option", { value }, text));
+    node.addEventListener("change", () => commit(name, parse(node.value)));
+    const sync = () => {
+      const value = model.get(name);
+      const key = Array.isArray(value) ? JSON.stringify(value) : String(value);
+      const known = options.some(([v]) => v === key);
+      node.replaceChildren(...base, ...(known ? [] : [h("option", { value: key }, `custom (${key})`)]));
+      node.value = key;
+    };
+    syncers.push(sync);
+    return row(label, hint, node);
+  };
+
+  const checkbox = (name, label, hint) => {
+    const node = /** @type {HTMLInputElement} */ (h("input", { type: "checkbox", "data-param": name }));
+    node.addEventListener("change", () => commit(name, node.checked));
+    syncers.push(() => (node.checked = Boolean(model.get(name))));
+    return row(label, hint, node);
+  };
+
+  const topK = (() => {
+    const node = /** @type {HTMLInputElement} */ (h("input", { type: "number", class: "ow-number", min: "1", max: "20", step: "1", "data-param": "top_k" }));
+    const note = h("span", { class: "ow-note" });
+    node.addEventListener("change", () => {
+      const v = Math.round(Number(node.value));
+      if (Number.isFinite(v) && node.value !== "") commit("top_k", v);
+    });
+    syncers.push(() => {
+      node.value = String(model.get("top_k"));
+      const targets = model.get("targets");
+      note.textContent = Array.isArray(targets) ? `targets ${targets.join(", ")}` : "";
+    });
+    return row("Top-k classes", "How many of the best classes get a map (replaces explicit targets)", node, note);
+  })();
+
+  const opacity = (() => {
+    const node = /** @type {HTMLInputElement} */ (h("input", { type: "range", min: "0", max: "1", step: "0.05", "data-param": "opacity" }));
+    node.addEventListener("input", () => commit("opacity", Number(node.value)));
+    syncers.push(() => (node.value = String(model.get("opacity"))));
+    return row("Opacity", "Heatmap opacity (drawn in the browser)", node);
+  })();
+
+  const colormap = (() => {
+    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": "colormap" }));
+    node.addEventListener("change", () => commit("colormap", node.value));
+    syncers.push(() => {
+      const names = Object.keys(model.get("colormaps") ?? {});
+      if (node.options.length !== names.length) node.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+      node.value = model.get("colormap");
+    });
+    return row("Colormap", "Diverging colour scale, centred on 0", node);
+  })();
+
+  container.replaceChildren(
+    h(
+      "fieldset",
+      { class: "ow-group" },
+      h("legend", {}, "Occlusion"),
+      pair("mask_size", "Mask size", 0.2, 2, "Side of the occluding square, in pixels"),
+      pair("stride", "Stride", 0.1, 2, "Step between mask positions, in pixels (small = slow)"),
+      select("mask_value", "Mask value", MASK_VALUES, "What occluded pixels become", (s) => (s === "auto" || s === "blur" ? s : s.startsWith("[") ? JSON.parse(s) : Number(s))),
+      checkbox("mask_clipping", "Clip masks at edges", "On: masks centred on the lattice, cut at the border; off: full-size masks inside"),
+      select("upsampling", "Upsampling", [["bicubic", "bicubic"], ["nearest", "nearest"], ["none", "none (grid)"]], "How the grid of positions becomes a map"),
+      select("output", "Score", [["probability", "probability"], ["logit", "logit"]], "The score whose drop is mapped"),
+      topK,
+    ),
+    h("fieldset", { class: "ow-group" }, h("legend", {}, "Display"), opacity, colormap),
+  );
+
+  const sync = () => syncers.forEach((f) => f());
+  const names = ["mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "top_k", "targets", "opacity", "colormap", "colormaps", "resolved_params", "image_png"];
+  for (const name of names) model.on(`change:${name}`, sync);
+  sync();
+  return {
+    sync,
+    dispose: () => {
+      for (const name of names) model.off(`change:${name}`, sync);
+    },
+  };
+}

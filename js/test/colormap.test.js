@@ -1,0 +1,90 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, formatValue } from "../colormap.js";
+
+// The real tables (sampled from matplotlib by occlusion_widget._frontend.colormap_tables)
+// when tests/test_js.py passes them in OW_COLORMAPS; RdBu_r's two ends and centre otherwise.
+const tables = process.env.OW_COLORMAPS
+  ? JSON.parse(readFileSync(process.env.OW_COLORMAPS, "utf8"))
+  : { RdBu_r: [5, 48, 97, 247, 247, 247, 103, 0, 31] };
+const rdbu = lookupTable(tables.RdBu_r);
+
+test("every table is 256 RGB entries in 0..255", { skip: !process.env.OW_COLORMAPS && "no OW_COLORMAPS" }, () => {
+  for (const [name, flat] of Object.entries(tables)) {
+    assert.equal(flat.length, 256 * 3, name);
+    assert.ok(flat.every((v) => Number.isInteger(v) && v >= 0 && v <= 255), name);
+  }
+});
+
+test("every diverging table runs from cool/blue-ish to warm/red-ish through a light centre", { skip: !process.env.OW_COLORMAPS && "no OW_COLORMAPS" }, () => {
+  for (const [name, flat] of Object.entries(tables)) {
+    const lut = lookupTable(flat);
+    const mid = colorFor(lut, 0, 1);
+    const lo = colorFor(lut, -1, 1);
+    const hi = colorFor(lut, 1, 1);
+    const light = (c) => c[0] + c[1] + c[2];
+    assert.ok(light(mid) > light(lo) && light(mid) > light(hi), `${name}: the centre is the lightest`);
+    assert.notDeepEqual(lo, hi, name);
+  }
+});
+
+test("lookupTable rejects tables that are not RGB triples", () => {
+  assert.throws(() => lookupTable([1, 2, 3, 4]), RangeError);
+  assert.equal(lookupTable([0, 0, 0, 255, 255, 255]).length, 6);
+});
+
+test("unitPosition centres 0 and clamps outside the limit", () => {
+  assert.equal(unitPosition(0, 2), 0.5);
+  assert.equal(unitPosition(-2, 2), 0);
+  assert.equal(unitPosition(2, 2), 1);
+  assert.equal(unitPosition(10, 2), 1);
+  assert.equal(unitPosition(-10, 2), 0);
+});
+
+test("RdBu_r maps -1 to blue, 0 to white, +1 to red", () => {
+  const [r0, g0, b0] = colorFor(rdbu, -1, 1);
+  const [r1, g1, b1] = colorFor(rdbu, 0, 1);
+  const [r2, g2, b2] = colorFor(rdbu, 1, 1);
+  assert.ok(b0 > r0 + 50, `negative end should be blue, got ${[r0, g0, b0]}`);
+  assert.ok(r1 > 230 && g1 > 230 && b1 > 230, `centre should be near white, got ${[r1, g1, b1]}`);
+  assert.ok(r2 > b2 + 50, `positive end should be red, got ${[r2, g2, b2]}`);
+});
+
+test("symmetricLimit is the largest |value|, ignores NaN, and is 1 for an empty or zero map", () => {
+  assert.equal(symmetricLimit(new Float32Array([0.1, -0.5, NaN, 0.3])), 0.5);
+  assert.equal(symmetricLimit(new Float32Array([0, 0])), 1);
+  assert.equal(symmetricLimit(new Float32Array([NaN])), 1);
+  assert.equal(symmetricLimit([]), 1);
+});
+
+test("paintRGBA colours values, bakes opacity into alpha, and leaves NaN transparent", () => {
+  const lut = lookupTable([0, 0, 255, 255, 255, 255, 255, 0, 0]);
+  const px = paintRGBA(new Float32Array([-1, 0, 1, NaN, 5]), 1, lut, 0.5);
+  assert.deepEqual([...px.slice(0, 4)], [0, 0, 255, 128]);
+  assert.deepEqual([...px.slice(4, 8)], [255, 255, 255, 128]);
+  assert.deepEqual([...px.slice(8, 12)], [255, 0, 0, 128]);
+  assert.equal(px[15], 0, "NaN is transparent");
+  assert.deepEqual([...px.slice(16, 20)], [255, 0, 0, 128], "values beyond the limit clamp to the end colour");
+});
+
+test("paintRGBA reuses an output buffer of the right size", () => {
+  const lut = lookupTable([0, 0, 255, 255, 0, 0]);
+  const out = new Uint8ClampedArray(8);
+  assert.equal(paintRGBA([1, -1], 1, lut, 1, out), out);
+  assert.notEqual(paintRGBA([1, -1, 0], 1, lut, 1, out), out);
+});
+
+test("gradientCSS runs bottom to top from the negative end", () => {
+  const css = gradientCSS(lookupTable([0, 0, 255, 255, 0, 0]), 2);
+  assert.equal(css, "linear-gradient(to top, rgb(0, 0, 255) 0.0%, rgb(255, 0, 0) 100.0%)");
+});
+
+test("colour bar ticks and value formatting", () => {
+  assert.deepEqual(colorbarTicks(0.4), [0.4, 0.2, 0, -0.2, -0.4]);
+  assert.equal(formatValue(0.41234), "+0.412");
+  assert.equal(formatValue(-0.0031234), "\u22120.00312");
+  assert.equal(formatValue(0), "0");
+  assert.equal(formatValue(NaN), "–");
+  assert.equal(formatValue(0.5, 2), "+0.5");
+});
