@@ -149,6 +149,15 @@ def test_upsampling_modes_and_training_flag_restored():
     assert set(np.unique(nearest.maps)) <= set(np.unique(none.grid))
 
 
+def test_bfloat16_precision_is_close_to_float32():
+    model, x = small_cnn(), torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(6))
+    exact = occlusion_sensitivity(model, x, [1, 4], mask_size=8, stride=4, output="logit")
+    fast = occlusion_sensitivity(model, x, [1, 4], mask_size=8, stride=4, output="logit", precision="bfloat16")
+    assert fast.params.precision == "bfloat16" and fast.grid.dtype == np.float32
+    assert np.corrcoef(exact.grid.ravel(), fast.grid.ravel())[0, 1] > 0.7  # bf16 keeps ~3 significant digits
+    assert np.abs(exact.grid - fast.grid).max() < 0.1 * np.abs(exact.grid).max() + 1e-2
+
+
 def test_pil_image_through_torchvision_adapter():
     from PIL import Image
 
@@ -182,6 +191,7 @@ def test_pil_image_through_torchvision_adapter():
         (dict(mask_clipping="on"), TypeError, ["mask_clipping"]),
         (dict(layer="nope"), ValueError, ["layer", "nope"]),
         (dict(device="tpu"), ValueError, ["device"]),
+        (dict(precision="float16"), ValueError, ["precision", "bfloat16"]),
     ],
 )
 def test_bad_parameters_name_the_parameter(kwargs, error, words):

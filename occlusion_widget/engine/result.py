@@ -29,6 +29,7 @@ class OcclusionParams:
     batch_size: int
     device: str
     strategy: str = "full"
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)

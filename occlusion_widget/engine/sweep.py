@@ -19,6 +19,7 @@ ProgressFn = Callable[[int, int, OcclusionResult], None]
 
 #: Occluded images per forward pass when ``batch_size=None``.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
+PRECISIONS = ("float32", "bfloat16")
 
 
 def occlusion_sensitivity(
@@ -36,6 +37,7 @@ def occlusion_sensitivity(
     layer: str | None = None,
     batch_size: int | None = None,
     device: str | torch.device = "auto",
+    precision: str = "float32",
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> OcclusionResult:
@@ -81,6 +83,9 @@ def occlusion_sensitivity(
         on CPU, 256 on CUDA; on CUDA out-of-memory it halves and the sweep goes on.
     device : "auto", "cpu", "cuda" or torch.device
         "auto" picks CUDA when available. The model is moved there.
+    precision : "float32" or "bfloat16"
+        "bfloat16" runs the network under autocast: about 3x faster on CPUs
+        with AMX and on tensor-core GPUs, with scores accurate to ~1e-2.
     progress : callable(done, total, partial), optional
         Called after every batch with the positions done so far and a partial
         result (coarse positions come first, so it covers the whole input early).
@@ -100,6 +105,8 @@ def occlusion_sensitivity(
         raise ValueError(f"upsampling={upsampling!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}")
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r} is not allowed; use None or a positive int")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed; use 'float32' or 'bfloat16'")
     if cancel is not None and not hasattr(cancel, "is_set"):
         raise TypeError("cancel: expected a threading.Event (anything with is_set())")
 
@@ -120,16 +127,21 @@ def occlusion_sensitivity(
         module.to(memory_format=torch.channels_last)
     try:
         return _run(classifier, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
-                    output, layer, batch, dev, progress, cancel, channels_last)
+                    output, layer, batch, dev, progress, cancel, channels_last, precision)
     finally:
         module.train(was_training)
 
 
 @torch.inference_mode()
 def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
-         batch, dev, progress, cancel, channels_last) -> OcclusionResult:
+         batch, dev, progress, cancel, channels_last, precision) -> OcclusionResult:
     start = time.perf_counter()
-    score, output_name = score_function(classifier.module, output, layer, is_signal)
+    network_score, output_name = score_function(classifier.module, output, layer, is_signal)
+
+    def score(batch_in: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            return network_score(batch_in).float()
+
     fill, reported_value = resolve_fill(mask_value, x, grid.mask_size)
     base_all = score(x[None])[0]
     target_idx = resolve_targets(targets, top_k, base_all)
@@ -154,7 +166,7 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             mask_size=(grid.mask_size[1],) if is_signal else grid.mask_size,
             stride=(grid.stride[1],) if is_signal else grid.stride,
             mask_value=reported_value, mask_clipping=grid.clipping, upsampling=upsampling,
-            output=output_name, batch_size=batch, device=str(dev),
+            output=output_name, batch_size=batch, device=str(dev), precision=precision,
         )
         squeeze = (lambda a: a[:, 0]) if is_signal else (lambda a: a)
         return OcclusionResult(
