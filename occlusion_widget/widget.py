@@ -1,0 +1,462 @@
+"""``OcclusionWidget``: live occlusion sensitivity maps in a notebook.
+
+The class holds typed, synced state and nothing else: parameters go to a
+:class:`~occlusion_widget.worker.SweepController` (background thread, cancel,
+cache, throttling), results come back through the ``on_*`` sink methods and
+are turned into synced state by :func:`result_state`, the one place that
+serialises results for the browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import threading
+from os import PathLike
+from typing import Any, Sequence
+
+import anywidget
+import ipywidgets
+import numpy as np
+import traitlets as t
+
+from ._frontend import COLORMAPS, build_esm, colormap_tables, load_css
+from .engine.result import UPSAMPLING, OcclusionResult
+from .models import ImageClassifier, load_default_model, sample_image
+from .worker import LatestRunner, PreviewEngine, Source, SweepController
+
+STATUSES = ("idle", "running", "done", "cancelled", "error")
+OUTPUTS = ("probability", "logit")
+#: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
+ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer", "batch_size", "device")
+_PARAMS = ENGINE_PARAMS + ("targets", "top_k")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_model() -> ImageClassifier:
+    return load_default_model()
+
+
+# --- serialisation: the one place results become synced state ---------------------------------
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """(C, H, W) float in [0, 1] -> PNG bytes (1 channel grey, 3 RGB, others their mean)."""
+    from PIL import Image
+
+    c = image.shape[0]
+    pixels = image if c in (1, 3) else image.mean(axis=0, keepdims=True)
+    array = (np.clip(np.moveaxis(pixels, 0, -1), 0.0, 1.0) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def result_state(result: OcclusionResult, version: int) -> dict[str, Any]:
+    """The synced traits for one (partial or final) result.
+
+    ``map_data`` carries the maps as raw float32 little-endian bytes in C order
+    (NaN where nothing is known yet), their shape and per-class value range;
+    ``worst`` is the centre (y, x) of the mask position that lowers each class
+    most. ``classes`` holds id, name and unoccluded score per map.
+    """
+    maps = np.ascontiguousarray(result.maps, dtype="<f4")
+    ranges = []
+    for m in maps:
+        finite = m[np.isfinite(m)]
+        ranges.append([float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0])
+    worst = []
+    if result.computed.any():
+        for k in range(len(result.targets)):
+            y0, x0, y1, x1 = (int(v) for v in result.most_important(k).box)
+            worst.append([(y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2])
+    p = result.params
+    return {
+        "map_data": {
+            "data": maps.tobytes(), "shape": list(maps.shape), "range": ranges, "worst": worst,
+            "complete": bool(result.complete), "computed": [int(result.computed.sum()), int(result.computed.size)],
+            "version": version,
+        },
+        "classes": [
+            {"id": int(c), "name": result.labels[i] if result.labels else f"class {int(c)}", "score": float(result.base_scores[i])}
+            for i, c in enumerate(result.targets)
+        ],
+        "resolved_params": {
+            "mask_size": list(p.mask_size), "stride": list(p.stride),
+            "mask_value": p.mask_value if isinstance(p.mask_value, str) else [float(v) for v in np.ravel(p.mask_value)],
+            "mask_clipping": bool(p.mask_clipping), "upsampling": p.upsampling, "output": p.output,
+            "batch_size": int(p.batch_size), "device": p.device, "grid": list(result.grid.shape[1:]),
+        },
+    }
+
+
+def _pair_trait(help: str) -> t.TraitType:
+    return t.Union([t.Unicode(), t.Int(), t.List(t.Int(), minlen=2, maxlen=2)], default_value="auto", help=help).tag(sync=True)
+
+
+class OcclusionWidget(anywidget.AnyWidget):
+    """Occlusion sensitivity maps of an image classifier, live in a notebook.
+
+    ``OcclusionWidget()`` explains the sample image with the embedded
+    EfficientNet-Lite0. Every parameter is a trait: set it from Python
+    (``w.stride = 8``) or from the widget's controls, and the maps are
+    recomputed in a background thread while the kernel stays free.
+
+    Parameters
+    ----------
+    model : ImageClassifier or nn.Module, optional
+        Default: :func:`~occlusion_widget.load_default_model`.
+    image : PIL image, path, HxWx3 array or (C, H, W) tensor, optional
+        Default: :func:`~occlusion_widget.sample_image`.
+    targets : int or sequence of int, optional
+        Classes to explain; when given, ``top_k`` is ignored (until ``top_k``
+        is changed, which sets ``targets`` back to None).
+    top_k : int
+        Explain the ``top_k`` best classes (default 3).
+    **params
+        Engine parameters (``mask_size``, ``stride``, ``mask_value``,
+        ``mask_clipping``, ``upsampling``, ``output``, ``layer``,
+        ``batch_size``, ``device``; see :func:`occlusion_sensitivity`) and
+        display traits (``opacity``, ``colormap``).
+
+    Attributes
+    ----------
+    result : OcclusionResult or None
+        The latest result shown (partial while ``status == "running"``).
+    """
+
+    _esm = build_esm()
+    _css = load_css()
+
+    # --- engine parameters -------------------------------------------------------------------
+    mask_size = _pair_trait("Mask size in pixels: 'auto' (20% of the input), an int, or [h, w].")
+    stride = _pair_trait("Step between mask positions: 'auto' (10% of the input), an int, or [a, b].")
+    mask_value = t.Union(
+        [t.Unicode(), t.Float(), t.List(t.Float())], default_value="auto",
+        help="Replacement for occluded pixels: 'auto' (channel means), 'blur', a number, or one per channel.",
+    ).tag(sync=True)
+    mask_clipping = t.Bool(True, help="True: masks centred on the lattice, cut at the edges; False: full-size masks inside.").tag(sync=True)
+    upsampling = t.Enum(UPSAMPLING, "bicubic", help="How maps are made from the grid of positions.").tag(sync=True)
+    output = t.Enum(OUTPUTS, "probability", help="The score whose drop is mapped: softmax probability or logit.").tag(sync=True)
+    targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; None: the top_k classes.").tag(sync=True)
+    top_k = t.Int(3, help="How many of the best classes to explain when targets is None.").tag(sync=True)
+    layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
+    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see worker.responsive_batch).")
+    device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+    # --- what the browser shows (set by the kernel) ------------------------------------------
+    model_name = t.Unicode("", help="The model's name.").tag(sync=True)
+    image_png = t.Bytes(b"", help="The input as the network sees it, PNG; sent when the image changes.").tag(sync=True)
+    fill_png = t.Bytes(b"", help="What occluded pixels become (C, H, W) as PNG, for the preview image.").tag(sync=True)
+    map_data = t.Dict(help="Maps: {data: float32 LE bytes (K, H, W), shape, range per class, worst (y, x) per class, complete, computed, version}.").tag(sync=True)
+    classes = t.List(t.Dict(), help="One {id, name, score} per map: class id, name, unoccluded score.").tag(sync=True)
+    resolved_params = t.Dict(help="The parameters the engine used ('auto' resolved), and the grid shape.").tag(sync=True)
+    progress = t.Float(0.0, min=0.0, max=1.0, help="Fraction of mask positions done in the current sweep.").tag(sync=True)
+    status = t.Enum(STATUSES, "idle", help="'idle', 'running', 'done', 'cancelled' or 'error'.").tag(sync=True)
+    error = t.Unicode("", help="A readable message when status is 'error'.").tag(sync=True)
+    preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
+
+    # --- view state (set by the browser, saved with the notebook) ----------------------------
+    colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)}, from matplotlib; sent once.").tag(sync=True)
+    colormap = t.Unicode("RdBu_r", help="The colormap name (a key of colormaps).").tag(sync=True)
+    opacity = t.Float(0.6, min=0.0, max=1.0, help="Opacity of the heatmap over the image.").tag(sync=True)
+    selected = t.Int(0, help="The class tab shown (an index into classes).").tag(sync=True)
+    preview_request = t.Dict(help="{x, y, seq}: the mask centre in image pixels; the kernel answers in preview.").tag(sync=True)
+
+    def __init__(
+        self,
+        model: ImageClassifier | Any | None = None,
+        image: Any = None,
+        targets: int | Sequence[int] | None = None,
+        top_k: int = 3,
+        **params: Any,
+    ):
+        unknown = sorted(set(params) - set(ENGINE_PARAMS) - {"opacity", "colormap", "selected"})
+        if unknown:
+            raise TypeError(f"OcclusionWidget: unknown parameter(s) {', '.join(unknown)}; "
+                            f"engine parameters are {', '.join(ENGINE_PARAMS)}")
+        if isinstance(targets, (int, np.integer)):
+            targets = [int(targets)]
+        self._ready = False
+        self._result: OcclusionResult | None = None
+        self._version = 0
+        self._controller = SweepController(self)
+        self._previews = PreviewEngine()
+        self._preview_runner = LatestRunner(self._run_preview, "occlusion-preview")
+        self._snapshot = _Snapshot(self)
+        self._source = Source.prepare(model if model is not None else _default_model(),
+                                      image if image is not None else sample_image())
+        super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k,
+                         colormaps=colormap_tables(), **params)
+        self.on_msg(self._on_custom_msg)
+        self._ready = True
+        self._source_changed()
+
+    # --- Python API ------------------------------------------------------------------------------
+
+    @property
+    def result(self) -> OcclusionResult | None:
+        return self._result
+
+    @property
+    def model(self) -> ImageClassifier:
+        return self._source.classifier
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._source = Source.prepare(value if value is not None else _default_model(), self._source.x)
+        self._source_changed()
+
+    @property
+    def image(self) -> Any:
+        """The input as the network sees it, a (C, H, W) tensor; assign any image to change it."""
+        return self._source.x
+
+    @image.setter
+    def image(self, value: Any) -> None:
+        self._source = Source.prepare(self._source.classifier, value if value is not None else sample_image())
+        self._source_changed()
+
+    def engine_params(self) -> dict[str, Any]:
+        """The keyword arguments the next sweep passes to :func:`occlusion_sensitivity`."""
+        params = {name: getattr(self, name) for name in ENGINE_PARAMS}
+        if self.targets is not None:
+            params["targets"] = list(self.targets)
+        else:
+            params["top_k"] = self.top_k
+        return params
+
+    def wait(self, timeout: float | None = None) -> OcclusionResult | None:
+        """Block until the running sweep ends; returns :attr:`result`."""
+        if not self._controller.wait(timeout):
+            raise TimeoutError(f"the sweep did not finish within {timeout} s")
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop the running sweep (the partial maps stay; status becomes 'cancelled')."""
+        if self._controller.busy:
+            self._controller.cancel()
+
+    def recompute(self) -> None:
+        """Run the sweep for the current parameters (cached results come back at once)."""
+        self._controller.request(self._source, self.engine_params())
+
+    def request_preview(self, x: float, y: float, wait: bool = True) -> dict:
+        """Score the image with the mask centred at pixel (x, y), as dragging the mask does."""
+        seq = int(self.preview_request.get("seq", 0)) + 1 if self.preview_request else 1
+        self.preview_request = {"x": float(x), "y": float(y), "seq": seq}
+        if wait:
+            self._preview_runner.wait_idle(30)
+        return self.preview
+
+    def save_png(self, path: str | PathLike, dpi: int = 100) -> None:
+        """Save the maps over the image with class titles (current colormap and opacity)."""
+        from .render import save_figure
+
+        if self._result is None or not self._result.complete:
+            self.wait()
+        if self._result is None:
+            raise RuntimeError(f"no maps to save: {self.error or 'nothing was computed'}")
+        save_figure(self._result, path, dpi=dpi, cmap=self.colormap, alpha=self.opacity)
+
+    def close(self) -> None:
+        """Stop the background threads and close the widget."""
+        for part in ("_controller", "_preview_runner", "_snapshot"):
+            if hasattr(self, part):
+                getattr(self, part).close()
+        super().close()
+
+    # --- reacting to changes -----------------------------------------------------------------
+
+    @t.validate("mask_size", "stride")
+    def _validate_pair(self, proposal: dict) -> Any:
+        value = proposal["value"]
+        if isinstance(value, str) and value != "auto":
+            raise t.TraitError(f"{proposal['trait'].name}={value!r} is not allowed; use 'auto', an int or [h, w]")
+        return value
+
+    @t.validate("mask_value")
+    def _validate_mask_value(self, proposal: dict) -> Any:
+        value = proposal["value"]
+        if isinstance(value, str) and value not in ("auto", "blur"):
+            raise t.TraitError(f"mask_value={value!r} is not allowed; use 'auto', 'blur', a number or one per channel")
+        return value
+
+    @t.validate("colormap")
+    def _validate_colormap(self, proposal: dict) -> str:
+        if proposal["value"] not in COLORMAPS:
+            raise t.TraitError(f"colormap={proposal['value']!r} is not allowed; use one of {', '.join(COLORMAPS)}")
+        return proposal["value"]
+
+    @t.observe(*_PARAMS)
+    def _on_param(self, change: dict) -> None:
+        if not self._ready:
+            return
+        if change["name"] == "top_k" and self.targets is not None:
+            self.targets = None  # a new top_k replaces explicit targets (this observer runs again)
+            return
+        self.recompute()
+        if self.preview_request:
+            self._preview_runner.submit(dict(self.preview_request))
+
+    @t.observe("preview_request")
+    def _on_preview_request(self, change: dict) -> None:
+        if self._ready and change["new"]:
+            self._preview_runner.submit(dict(change["new"]))
+
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "cancel":
+            self.cancel()
+
+    def _source_changed(self) -> None:
+        x = self._source.x
+        self.image_png = to_png(x.cpu().numpy())
+        self.model_name = self._source.classifier.name
+        self.recompute()
+        h, w = x.shape[1:]
+        self.preview_request = {"x": (w - 1) / 2, "y": (h - 1) / 2, "seq": int(self.preview_request.get("seq", 0)) + 1}
+
+    def _run_preview(self, request: dict, _cancel: threading.Event) -> None:
+        seq = int(request.get("seq", 0))
+        try:
+            x, y = float(request["x"]), float(request["y"])
+            answer = self._previews.compute(self._source, seq, y, x, self.engine_params())
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            self.preview = {"seq": seq, "error": str(exc)}
+            return
+        if answer.fill is not None:
+            self.fill_png = to_png(answer.fill)
+        label = self._source.classifier.label
+        self.preview = {
+            "seq": seq, "x": x, "y": y, "box": list(answer.box), "output": self.output,
+            "base": [{"id": i, "name": label(i), "score": s} for i, s in answer.base],
+            "occluded": [{"id": i, "name": label(i), "score": s} for i, s in answer.occluded],
+            "targets": [{"id": i, "base": b, "occluded": o} for i, b, o in answer.targets],
+            "elapsed_ms": round(answer.elapsed_s * 1000, 1),
+        }
+
+    # --- the sink: called by the SweepController (under its lock, from any thread) --------------
+
+    def on_started(self) -> None:
+        self.error = ""
+        self.progress = 0.0
+        self.status = "running"
+
+    def on_partial(self, result: OcclusionResult, done: int, total: int) -> None:
+        self._show(result)
+        self.progress = done / total
+
+    def on_finished(self, result: OcclusionResult, cached: bool) -> None:
+        self._show(result)
+        self.error = ""
+        self.progress = 1.0
+        self.status = "done"
+        self._snapshot.refresh(result)
+
+    def on_failed(self, message: str) -> None:
+        self.error = message
+        self.status = "error"
+
+    def on_cancelled(self) -> None:
+        self.status = "cancelled"
+
+    def _show(self, result: OcclusionResult) -> None:
+        self._result = result
+        self._version += 1
+        state = result_state(result, self._version)
+        if state["classes"] != self.classes:
+            self.classes = state["classes"]
+            if self.selected >= len(state["classes"]):
+                self.selected = 0
+        if state["resolved_params"] != self.resolved_params:
+            self.resolved_params = state["resolved_params"]
+        self.map_data = state["map_data"]
+
+    # --- display -------------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
+        """anywidget's bundle (the widget view), plus a static PNG of the finished maps."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        png = self._snapshot.png()
+        if png is not None:
+            data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
+        return data, metadata
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Show the live widget, and below it a static PNG that viewers without widgets show.
+
+        The PNG lives in its own output, kept up to date (``update_display``)
+        whenever a sweep finishes, so the saved notebook carries the latest
+        maps. Where widgets render, that output shows an invisible widget
+        instead of the PNG, and refreshing it never re-creates the live view.
+        """
+        from IPython.display import display
+
+        bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
+        if bundle is not None:
+            display(bundle[0], metadata=bundle[1], raw=True)
+            self._snapshot.display()
+
+
+class _Snapshot:
+    """The static PNG fallback of a widget (see ``OcclusionWidget._ipython_display_``)."""
+
+    def __init__(self, owner: OcclusionWidget):
+        self._owner = owner
+        self._handles: list[Any] = []
+        self._placeholder: ipywidgets.Widget | None = None
+        self._cache: tuple[int, bytes] | None = None
+        self._lock = threading.Lock()
+        self._runner = LatestRunner(self._update, "occlusion-snapshot")
+
+    def png(self, result: OcclusionResult | None = None) -> bytes | None:
+        """PNG of the finished maps (None while nothing is finished)."""
+        from .render import figure_png
+
+        result = result or self._owner.result
+        if result is None or not result.complete:
+            return None
+        key = id(result)
+        with self._lock:
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
+        png = figure_png(result, cmap=self._owner.colormap, alpha=self._owner.opacity)
+        with self._lock:
+            self._cache = (key, png)
+        return png
+
+    def bundle(self, result: OcclusionResult | None = None) -> dict:
+        if self._placeholder is None:
+            self._placeholder = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
+        data: dict[str, Any] = {
+            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0, "model_id": self._placeholder.model_id},
+            "text/plain": "(static occlusion maps appear here once the sweep finishes)",
+        }
+        png = self.png(result)
+        if png is not None:
+            data["image/png"] = base64.b64encode(png).decode("ascii")
+            data["text/plain"] = "occlusion maps: " + ", ".join(c["name"] for c in self._owner.classes)
+        return data
+
+    def display(self) -> None:
+        from IPython.display import display
+
+        self._handles.append(display(self.bundle(), raw=True, display_id=True))
+
+    def refresh(self, result: OcclusionResult) -> None:
+        if self._handles:
+            self._runner.submit(result)
+
+    def _update(self, result: OcclusionResult, _cancel: threading.Event) -> None:
+        data = self.bundle(result)
+        for handle in self._handles:
+            handle.update(data, raw=True)
+
+    def close(self) -> None:
+        self._runner.close()
+        if self._placeholder is not None:
+            self._placeholder.close()
