@@ -83,7 +83,8 @@ def deletion_insertion(
     order (a stable sort), so a constant map deletes top-left to bottom-right.
     At step i the top ``round(i / steps * H * W)`` pixels are replaced, in
     every channel, by the fill (deletion) or restored onto the fill
-    (insertion). All ``2 * (steps + 1)`` images go through the network in batches.
+    (insertion). The ``2 * steps`` distinct images (the input and the fill
+    image are shared by both curves) go through the network in batches.
 
     Parameters
     ----------
@@ -106,7 +107,7 @@ def deletion_insertion(
     batch_size : int, optional
         Images per forward pass (default 32 on CPU, 256 on CUDA).
     progress : callable(done, total, None), optional
-        Called after each batch with the images scored so far.
+        Called after each batch with the images scored so far (of ``2 * steps``).
     cancel : threading.Event, optional
         Checked between batches; when set, raises :class:`Cancelled`.
 
@@ -139,10 +140,15 @@ def deletion_insertion(
         rank = rank.view(spatial).to(p.device)
         fractions = np.linspace(0.0, 1.0, steps + 1)
         counts = np.rint(fractions * n).astype(np.int64)
-        # Image j < S+1 is deletion step j, image S+1+j insertion step j.
-        plan = [(c, True) for c in counts] + [(c, False) for c in counts]
+        # Deletion of k pixels and insertion of n - k pixels differ, except at the
+        # ends: deleting none = inserting all (the input), deleting all = inserting
+        # none (the fill). Each distinct image is scored once.
+        wanted = [(int(c), True) for c in counts] + [(int(c), False) for c in counts]
+        canonical = [(0, True) if (not d and c == n) else (n, True) if (not d and c == 0) else (c, d) for c, d in wanted]
+        plan = list(dict.fromkeys(canonical))
         batch = batch_size or DEFAULT_BATCH.get(p.device.type, 32)
-        values = np.zeros(len(plan), dtype=np.float32)
+        channels_last = any(isinstance(m, torch.nn.Conv2d) for m in p.module.modules()) and not p.is_signal
+        scored = np.zeros(len(plan), dtype=np.float32)
         for start in range(0, len(plan), batch):
             check_cancel(cancel)
             chunk = plan[start : start + batch]
@@ -150,14 +156,19 @@ def deletion_insertion(
             deleting = torch.tensor([d for _, d in chunk], device=p.device)
             chosen = rank[None] < k[:, None, None]  # (B, H, W): the top-k pixels
             use_fill = (chosen == deleting[:, None, None])[:, None]  # deletion: chosen -> fill; insertion: the rest
-            scores = score(torch.where(use_fill, fill[None], x[None]))
+            images = torch.where(use_fill, fill[None], x[None])
+            if channels_last:  # 1.3-1.6x faster convolutions on CPU, as in the engine
+                images = images.contiguous(memory_format=torch.channels_last)
+            scores = score(images)
             if n_classes is None:
                 n_classes = scores.shape[1]
                 if not 0 <= int(target) < n_classes:
                     raise ValueError(f"target={target!r} outside [0, {n_classes}); the output has {n_classes} classes")
-            values[start : start + len(chunk)] = scores[:, int(target)].float().cpu().numpy()
+            scored[start : start + len(chunk)] = scores[:, int(target)].float().cpu().numpy()
             if progress is not None:
                 progress(min(start + batch, len(plan)), len(plan), None)
+        index = {key: i for i, key in enumerate(plan)}
+        values = scored[[index[key] for key in canonical]]
     deletion, insertion = values[: steps + 1], values[steps + 1 :]
     return FaithfulnessCurve(
         fractions=fractions, deletion_scores=deletion.copy(), insertion_scores=insertion.copy(),
