@@ -174,3 +174,29 @@ def test_shared_module_is_taken_at_its_last_call(image):
     acts = layer_activations(model, image, "act", device="cpu")
     assert acts.activations.shape == (2, 6, 5)
     assert grad_cam(model, image, device="cpu").grid.shape == (1, 6, 5)
+
+
+def test_forward_passes_of_other_threads_are_ignored(image):
+    """A widget may run a preview forward pass while Grad-CAM's hook is in place."""
+    import threading as th
+
+    class Interfere(nn.Module):
+        """Identity; meanwhile another thread runs the hooked layer on another input."""
+
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = [layer]  # not a submodule
+
+        def forward(self, x):
+            other = th.Thread(target=lambda: self.layer[0](torch.rand_like(x)))
+            other.start()
+            other.join()
+            return x
+
+    base = tiny_cnn()
+    model = nn.Sequential(*base[:5], Interfere(base[4]), *base[5:]).eval()
+    expected, _ = hand_grad_cam(base, base[4], image, 2)
+    np.testing.assert_allclose(grad_cam(model, image, targets=2, layer="4", device="cpu").grid[0], expected,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(layer_activations(model, image, "4", device="cpu").strength,
+                               layer_activations(base, image, "4", device="cpu").strength, rtol=1e-6)

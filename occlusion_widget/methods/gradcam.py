@@ -54,9 +54,12 @@ def spatial_layers(model: ImageClassifier | nn.Module, image: object = None) -> 
     dev = next(module.parameters(), torch.empty(0)).device
     seen: dict[str, tuple[int, tuple[int, ...]]] = {}
     counter = [0]
+    owner = threading.get_ident()
 
     def make_hook(name: str):
         def hook(_m, _inp, out):
+            if threading.get_ident() != owner:
+                return
             counter[0] += 1
             if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
                 seen[name] = (counter[0], tuple(out.shape[1:]))
@@ -151,8 +154,11 @@ def grad_cam(
         target_module = _named_module(p.module, name)
         score, output_name = score_function(p.module, output, None, False)
         captured: list[torch.Tensor] = []
+        owner = threading.get_ident()
 
         def hook(_m, _inp, out):
+            if threading.get_ident() != owner:
+                return None  # another thread's forward pass (e.g. a widget preview) is left alone
             if not isinstance(out, torch.Tensor) or out.ndim != 4:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(f"layer={name!r}: Grad-CAM needs an output (N, C, h, w), this module gives {shape}")

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..engine.inputs import Output, resolve_targets, score_function
-from ..engine.sweep import DEFAULT_BATCH
 from .common import (
     AttributionParams,
     AttributionResult,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,11 @@ def layer_activations(
             raise ValueError("layer_activations: needs an image (C, H, W)")
         name = layer if layer is not None else default_layer(p.classifier, p.x)
         captured: list[torch.Tensor] = []
+        owner = threading.get_ident()
 
         def hook(_m, _inp, out):
+            if threading.get_ident() != owner:
+                return  # another thread's forward pass
             captured[:] = [out.detach().clone()] if isinstance(out, torch.Tensor) else [out]
 
         handle = _named_module(p.module, name).register_forward_hook(hook)
