@@ -1,15 +1,33 @@
 """occlusion-widget: occlusion sensitivity maps for PyTorch image classifiers, live in Jupyter."""
 
 from .engine import ImportantRegion, OcclusionParams, OcclusionResult, occlusion_sensitivity
+from .methods import (
+    AttributionResult,
+    compare_methods,
+    deletion_insertion,
+    faithfulness_table,
+    grad_cam,
+    layer_activations,
+    saliency,
+    smoothgrad,
+)
 from .models import ImageClassifier, from_torchvision, imagenet_labels, load_default_model, sample_image
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttributionResult",
     "ImageClassifier",
     "ImportantRegion",
     "OcclusionParams",
     "OcclusionResult",
+    "compare_methods",
+    "deletion_insertion",
+    "faithfulness_table",
+    "grad_cam",
+    "layer_activations",
+    "saliency",
+    "smoothgrad",
     "from_torchvision",
     "imagenet_labels",
     "load_default_model",

@@ -8,6 +8,7 @@ from os import PathLike
 import numpy as np
 
 from .engine.result import OcclusionResult
+from .methods import AttributionResult
 
 
 def symmetric_limit(maps: np.ndarray) -> float:
@@ -16,7 +17,7 @@ def symmetric_limit(maps: np.ndarray) -> float:
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
-def figure(result: OcclusionResult, cmap: str = "RdBu_r", alpha: float = 0.6, max_columns: int = 3):
+def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", alpha: float = 0.6, max_columns: int = 3):
     """A matplotlib Figure: one panel per target, the map over the input.
 
     Red is where the region supports the class (occluding it lowers the score),
@@ -30,15 +31,20 @@ def figure(result: OcclusionResult, cmap: str = "RdBu_r", alpha: float = 0.6, ma
     fig = Figure(figsize=(4.2 * columns, 4.0 * rows if not result.is_signal else 2.6 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     score_name = "p" if result.params.output == "probability" else "score"
+    method = getattr(result, "method", "occlusion")
+    bar_label = "score drop when occluded" if method == "occlusion" else f"{method.replace('_', '-')} attribution"
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.set_axis_off()
             continue
         limit = symmetric_limit(result.maps[i])  # each panel on its own scale, like MATLAB's imagesc
+        # Signed maps get a diverging scale centred on 0; non-negative ones (gradients) a sequential one.
+        signed = method == "occlusion" or np.nanmin(result.maps[i]) < 0
+        panel_cmap, vmin = (cmap, -limit) if signed else ("inferno", 0.0)
         label = result.labels[i] if result.labels else f"class {int(result.targets[i])}"
         ax.set_title(f"{label} ({score_name}={result.base_scores[i]:.2f})", fontsize=11)
         if result.is_signal:
-            image = ax.imshow(result.maps[i][None], cmap=cmap, vmin=-limit, vmax=limit, aspect="auto",
+            image = ax.imshow(result.maps[i][None], cmap=panel_cmap, vmin=vmin, vmax=limit, aspect="auto",
                               extent=(0, result.maps.shape[-1], -1, 1), alpha=0.8)
             for channel in result.image:
                 span = np.ptp(channel) or 1.0
@@ -47,10 +53,10 @@ def figure(result: OcclusionResult, cmap: str = "RdBu_r", alpha: float = 0.6, ma
         else:
             ax.imshow(_as_rgb(result.image))
             extent = (-0.5, result.image.shape[2] - 0.5, result.image.shape[1] - 0.5, -0.5)
-            image = ax.imshow(result.maps[i], cmap=cmap, vmin=-limit, vmax=limit, alpha=alpha,
+            image = ax.imshow(result.maps[i], cmap=panel_cmap, vmin=vmin, vmax=limit, alpha=alpha,
                               extent=extent, interpolation="nearest" if result.params.upsampling != "bicubic" else "bilinear")
             ax.set_axis_off()
-        fig.colorbar(image, ax=ax, shrink=0.8, label="score drop when occluded")
+        fig.colorbar(image, ax=ax, shrink=0.8, label=bar_label)
     if not result.complete:
         fig.suptitle(f"incomplete: {int(result.computed.sum())} of {result.computed.size} positions")
     return fig
