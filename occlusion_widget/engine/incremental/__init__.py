@@ -1,0 +1,20 @@
+"""Exact incremental inference for occlusion sweeps (issue 6).
+
+An occluded input differs from the clean one only inside the mask, so each
+layer only needs recomputing over the mask's projective field (Krypton,
+Nakandala et al., SIGMOD 2019). :class:`IncrementalEvaluator` does it for any
+network torch.fx can trace; :func:`make_incremental_score` is what the sweep calls.
+
+``graph``      tracing, node classes, dirty-box propagation, FLOP counts (pure);
+``evaluator``  cached activations + batched crop evaluation;
+``strategy``   "auto" / "full" / "incremental".
+"""
+
+from .evaluator import IncrementalEvaluator, supports
+from .graph import DENSE_FRACTION, FlopCount, UnsupportedModel
+from .strategy import AUTO_MAX_COST_RATIO, AUTO_MIN_MACS, STRATEGIES, make_incremental_score
+
+__all__ = [
+    "AUTO_MAX_COST_RATIO", "AUTO_MIN_MACS", "DENSE_FRACTION", "STRATEGIES", "FlopCount",
+    "IncrementalEvaluator", "UnsupportedModel", "make_incremental_score", "supports",
+]

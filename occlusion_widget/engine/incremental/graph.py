@@ -1,0 +1,723 @@
+"""torch.fx analysis for exact incremental inference: tracing, node classes, dirty boxes.
+
+The network is traced once into a torch.fx graph and interpreted node by node
+on the clean input (batch 1). Every node gets a *kind*:
+
+``input``      the image placeholder;
+``const``      does not depend on the input (parameters, buffers, constants);
+``value``      a non-tensor that depends on the input (sizes, shapes, ints);
+``pointwise``  elementwise ops (batch norm in eval, activations, add/mul, ...):
+               output pixel (y, x) depends on input pixels (y, x) only;
+``window``     conv / max pool / avg pool: a kernel window on the stride grid;
+``pad``        constant padding: coordinates shift;
+``cat``        channel concatenation;
+``dense``      everything else: global pooling, flatten, linear, attention...
+               It runs on whole (stitched) tensors.
+
+A node is *local* when it may hold a batch of crops at run time: the input,
+and pointwise/window/pad/cat nodes all of whose input-dependent inputs are
+local. An op that is not in the tables below may not consume a local tensor:
+the model is then :class:`UnsupportedModel` (the caller runs the plain path).
+
+Dirty boxes: for each mask position, ``[y0, x0, y1, x1)`` of the pixels of a
+node's output that differ from the clean activation. They propagate by pure
+integer arithmetic (:func:`propagate`); the :class:`Plan` of a node also
+fixes the crop (a common size for the whole batch, one origin per position)
+in which the evaluator recomputes it, or whether it switches to dense compute.
+Everything here is numpy on small integer arrays, no tensors.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import inspect
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+#: A node switches to dense compute when its crop covers at least this
+#: fraction of its spatial extent (gathering a near-full crop costs more than it saves).
+DENSE_FRACTION = 0.7
+
+_BIG = 1 << 40
+_EMPTY = np.array([_BIG, _BIG, -_BIG, -_BIG], dtype=np.int64)
+
+
+class UnsupportedModel(Exception):
+    """The model cannot be evaluated incrementally; the message says why (one line)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Op tables
+# ----------------------------------------------------------------------------------------------
+
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
+    nn.Tanhshrink, nn.Identity,
+)
+_DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_BATCHNORMS = (nn.BatchNorm2d,)
+
+_POINTWISE_FUNCS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pos,
+    torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.relu, torch.sigmoid, torch.tanh,
+    torch.clamp, torch.clip, torch.maximum, torch.minimum,
+    F.relu, F.relu6, F.hardtanh, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu,
+    F.sigmoid, F.tanh, F.mish, F.softplus, F.dropout,
+}
+_INPLACE_FUNCS = {operator.iadd: operator.add, operator.isub: operator.sub,
+                  operator.imul: operator.mul, operator.itruediv: operator.truediv}
+_POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "add", "sub", "mul", "div", "clamp", "clip", "neg",
+                      "contiguous", "clone", "float"}
+
+_DENSE_MODULES = (
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten, nn.Unflatten, nn.LayerNorm,
+    nn.GroupNorm, nn.MultiheadAttention, nn.Softmax, nn.LogSoftmax,
+)
+_DENSE_FUNCS = {
+    torch.flatten, torch.reshape, torch.mean, torch.sum, torch.amax, torch.amin, torch.matmul,
+    torch.bmm, torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.einsum,
+    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.linear, F.softmax, F.log_softmax, F.layer_norm,
+    F.group_norm, F.normalize, F.scaled_dot_product_attention, operator.getitem, operator.matmul,
+}
+_DENSE_METHODS = {"flatten", "view", "reshape", "mean", "sum", "amax", "amin", "max", "min",
+                  "permute", "transpose", "softmax", "log_softmax", "squeeze", "unsqueeze",
+                  "expand", "matmul", "norm", "__getitem__"}
+_SHAPE_METHODS = {"size", "dim", "numel"}
+_SHAPE_ATTRS = {"shape", "ndim", "dtype"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Node descriptions
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Window:
+    """A kernel window on the stride grid (conv, max pool, avg pool), per spatial axis (y, x)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_before: tuple[int, int]
+    """The op's own padding at the top and the left."""
+    pad_after: tuple[int, int]
+    """Padding at the bottom and the right that makes every window fit (may exceed the op's)."""
+    pad_value: float
+    run: Callable[[torch.Tensor], torch.Tensor]
+    """Runs the op with no padding on a patch of exactly the needed size."""
+
+    def region(self, origin: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+        """Input region (in padded coordinates) that output crops at ``origin`` of ``size`` need."""
+        s, k, d = np.array(self.stride), np.array(self.kernel), np.array(self.dilation)
+        span = tuple(int(v) for v in (np.array(size) - 1) * s + (k - 1) * d + 1)
+        return origin * s, span  # type: ignore[return-value]
+
+
+@dataclass
+class NodeInfo:
+    index: int
+    node: fx.Node
+    kind: str
+    dep: bool
+    local: bool
+    fn: Callable[..., Any]
+    """Runs the node on (dense) values: ``fn(*args, **kwargs)`` with args mapped."""
+    args: tuple
+    kwargs: dict
+    inputs: tuple[int, ...]
+    """Indices of the nodes it reads."""
+    shape: tuple[int, ...] | None = None
+    """Clean output shape when it is a tensor."""
+    window: Window | None = None
+    pad: tuple[int, int] = (0, 0)
+    """(top, left) shift of a pad node."""
+    macs: int = 0
+    """Multiply-adds per output pixel (conv) or per output row (linear), for one position."""
+    pixels: int = 1
+    """Output pixels (conv: H * W; linear: the other output dims)."""
+    known: bool = True
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.shape[-2], self.shape[-1]  # type: ignore[index]
+
+    def describe(self) -> str:
+        n = self.node
+        if n.op == "call_module":
+            return f"module {n.target!r} ({type(self.fn).__name__})"
+        name = getattr(n.target, "__name__", str(n.target))
+        return f"{n.op} {name!r} (node {n.name})"
+
+
+@dataclass
+class Analysis:
+    gm: fx.GraphModule
+    infos: list[NodeInfo]
+    clean: list[Any]
+    """Each node's value on the clean input (batch 1)."""
+    output: int
+    input_shape: tuple[int, ...]
+
+
+def trace(module: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(module)
+    except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModel(f"torch.fx cannot trace {type(module).__name__}: {first[:160]}") from None
+
+
+def analyze(module: nn.Module, x: torch.Tensor) -> Analysis:
+    """Trace ``module``, run it on ``x`` (1, C, H, W) node by node, classify every node."""
+    gm = trace(module)
+    nodes = list(gm.graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    infos: list[NodeInfo] = []
+    clean: list[Any] = []
+    output = -1
+    seen_input = False
+    for i, node in enumerate(nodes):
+        inputs = tuple(index[m] for m in node.all_input_nodes)
+        dep = any(infos[j].dep for j in inputs)
+        args, kwargs = node.args, dict(node.kwargs)
+        if node.op == "placeholder":
+            if not seen_input:
+                seen_input = True
+                infos.append(NodeInfo(i, node, "input", True, True, _identity, (), {}, (), tuple(x.shape)))
+                clean.append(x)
+                continue
+            if not node.args:
+                raise UnsupportedModel(f"the model takes more than one input ({node.name!r})")
+            infos.append(NodeInfo(i, node, "const", False, False, _identity, (), {}, ()))
+            clean.append(node.args[0])
+            continue
+        if node.op == "output":
+            if not isinstance(node.args[0], fx.Node):
+                raise UnsupportedModel("the model returns a tuple or dict; one output tensor is needed")
+            output = index[node.args[0]]
+            infos.append(NodeInfo(i, node, "output", dep, False, _identity, (), {}, inputs))
+            clean.append(None)
+            continue
+        if node.op == "get_attr":
+            value = _fetch_attr(gm, node.target)
+            infos.append(NodeInfo(i, node, "const", False, False, _identity, (), {}, ()))
+            clean.append(value)
+            continue
+
+        fn, args, kwargs, inplace = _callable(gm, node, args, kwargs)
+        value = fn(*_map(args, clean, index), **_map(kwargs, clean, index))
+        clean.append(value)
+        info = NodeInfo(i, node, "const", dep, False, fn, args, kwargs, inputs,
+                        tuple(value.shape) if isinstance(value, torch.Tensor) else None)
+        infos.append(info)
+        if inplace:
+            _check_inplace(node, args)
+        if not dep:
+            continue
+        _classify(info, infos, clean, gm, index)
+    if output < 0:
+        raise UnsupportedModel("the traced graph has no output")
+    if not isinstance(clean[output], torch.Tensor):
+        raise UnsupportedModel("the model does not return a tensor")
+    return Analysis(gm, infos, clean, output, tuple(x.shape))
+
+
+def _classify(info: NodeInfo, infos: list[NodeInfo], clean: list, gm: fx.GraphModule, index: dict) -> None:
+    node, value = info.node, clean[info.index]
+    dep_inputs = [j for j in info.inputs if infos[j].dep]
+    local_inputs = [j for j in dep_inputs if infos[j].local]
+    if not isinstance(value, torch.Tensor):
+        info.kind = "value"
+        if local_inputs and not _is_shape_query(node):
+            raise UnsupportedModel(f"{info.describe()} reads a tensor before the dense switch")
+        return
+    if not local_inputs:
+        info.kind = "dense"
+        info.known = _is_known_dense(info) or _is_pointwise(info, gm) or _window_kind(info, gm) is not None
+        _count_macs(info, gm, clean, index)
+        return
+    dense_inputs = [j for j in dep_inputs if not infos[j].local and infos[j].kind != "value"]
+    if _is_pointwise(info, gm):
+        info.kind = "pointwise"
+        _check_pointwise(info, infos, clean)
+        info.local = not dense_inputs
+    elif node.op == "call_function" and node.target in (torch.cat, torch.concat):
+        dim = info.args[1] if len(info.args) > 1 else info.kwargs.get("dim", 0)
+        if len(value.shape) != 4 or dim not in (1, -3):
+            raise UnsupportedModel(f"{info.describe()}: only channel concatenation (dim=1) is supported before the dense switch")
+        info.kind = "cat"
+        _check_pointwise(info, infos, clean)
+        info.local = not dense_inputs
+    elif _window_kind(info, gm) is not None:
+        info.kind = "window"
+        info.window = _window(info, gm, clean, index, infos)
+        info.local = True
+        _count_macs(info, gm, clean, index)
+    elif _pad_amounts(info, gm) is not None:
+        top, bottom, left, right = _pad_amounts(info, gm)  # type: ignore[misc]
+        src = clean[local_inputs[0]]
+        if min(top, bottom, left, right) < 0 or tuple(value.shape[-2:]) != (src.shape[-2] + top + bottom, src.shape[-1] + left + right):
+            raise UnsupportedModel(f"{info.describe()}: negative or non-spatial padding before the dense switch")
+        info.kind, info.pad, info.local = "pad", (top, left), True
+    elif _is_known_dense(info):
+        info.kind = "dense"
+        _count_macs(info, gm, clean, index)
+        return
+    else:
+        raise UnsupportedModel(f"{info.describe()} is not supported before the dense switch")
+    if info.local and (value.ndim != 4 or value.shape[0] != 1):
+        raise UnsupportedModel(f"{info.describe()} gives shape {tuple(value.shape)}; expected (1, C, H, W)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Callables
+# ----------------------------------------------------------------------------------------------
+
+def _identity(x=None, *args, **kwargs):
+    return x
+
+
+def _fetch_attr(gm: nn.Module, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _map(value: Any, clean: list, index: dict) -> Any:
+    return fx.node.map_arg(value, lambda n: clean[index[n]])
+
+
+def _callable(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> tuple[Callable, tuple, dict, bool]:
+    """The node's callable with in-place variants replaced, its args, and whether it was in place."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if getattr(mod, "inplace", False) is True:
+            mod = copy.copy(mod)
+            mod.inplace = False
+            return mod, args, kwargs, True
+        return mod, args, kwargs, False
+    if node.op == "call_method":
+        name = node.target
+        inplace = name.endswith("_") and not name.startswith("_") and name[:-1] in _POINTWISE_METHODS
+        if inplace:
+            name = name[:-1]
+        return _method(name), args, kwargs, inplace
+    target = node.target
+    if target in _INPLACE_FUNCS:
+        return _INPLACE_FUNCS[target], args, kwargs, True
+    if inspect.isfunction(target):
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):  # pragma: no cover - builtins have none
+            sig = None
+        if sig is not None and "inplace" in sig.parameters:
+            bound = sig.bind(*args, **kwargs)
+            if bound.arguments.get("inplace") is True:
+                bound.arguments["inplace"] = False
+                return target, tuple(bound.args), dict(bound.kwargs), True
+    return target, args, kwargs, False
+
+
+def _method(name: str) -> Callable:
+    def call(obj, *args, **kwargs):
+        return getattr(obj, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def _check_inplace(node: fx.Node, args: tuple) -> None:
+    first = args[0] if args else None
+    if isinstance(first, fx.Node) and len(first.users) > 1:
+        raise UnsupportedModel(f"in-place op {node.name!r} writes to a tensor that other ops also read")
+
+
+def _is_shape_query(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS
+    return node.op == "call_function" and node.target is builtins.getattr and node.args[1] in _SHAPE_ATTRS
+
+
+def _is_pointwise(info: NodeInfo, gm: fx.GraphModule) -> bool:
+    node = info.node
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, _BATCHNORMS):
+            if mod.training or not mod.track_running_stats or mod.running_mean is None:
+                raise UnsupportedModel(f"{info.describe()} uses batch statistics (training mode)")
+            return True
+        if isinstance(mod, _DROPOUTS):
+            if mod.training:
+                raise UnsupportedModel(f"{info.describe()} is in training mode")
+            return True
+        return isinstance(mod, _ACTIVATIONS)
+    if node.op == "call_method":
+        return str(node.target).rstrip("_") in _POINTWISE_METHODS
+    if node.op == "call_function":
+        if node.target is F.dropout:
+            training = info.args[2] if len(info.args) > 2 else info.kwargs.get("training", True)
+            if training is not False:
+                raise UnsupportedModel(f"{info.describe()} is in training mode")
+        return node.target in _POINTWISE_FUNCS or node.target in _INPLACE_FUNCS.values()
+    return False
+
+
+def _is_known_dense(info: NodeInfo) -> bool:
+    node = info.node
+    if node.op == "call_module":
+        return isinstance(info.fn, _DENSE_MODULES)
+    if node.op == "call_method":
+        return node.target in _DENSE_METHODS
+    return node.op == "call_function" and node.target in _DENSE_FUNCS
+
+
+def _check_pointwise(info: NodeInfo, infos: list[NodeInfo], clean: list) -> None:
+    """Local pointwise/cat nodes: every spatial operand has the output's (H, W)."""
+    value = clean[info.index]
+    if value.ndim != 4:
+        raise UnsupportedModel(f"{info.describe()} gives shape {tuple(value.shape)}; expected (1, C, H, W)")
+    hw = tuple(value.shape[-2:])
+    for j in info.inputs:
+        v = clean[j]
+        if not isinstance(v, torch.Tensor):
+            continue
+        if infos[j].dep and infos[j].local:
+            if v.ndim != 4 or tuple(v.shape[-2:]) != hw:
+                raise UnsupportedModel(f"{info.describe()} broadcasts a spatial tensor {tuple(v.shape)}")
+        elif not infos[j].dep and not (_broadcast_only(v) or _spatial_const(v, hw)):
+            raise UnsupportedModel(f"{info.describe()} reads a constant of shape {tuple(v.shape)}")
+
+
+def _broadcast_only(v: torch.Tensor) -> bool:
+    """A constant that does not vary over space (scalar, (C, 1, 1), (1, C, 1, 1))."""
+    return v.numel() == 1 or (v.ndim >= 2 and tuple(v.shape[-2:]) == (1, 1))
+
+
+def _spatial_const(v: torch.Tensor, hw: tuple[int, int]) -> bool:
+    return v.ndim >= 2 and tuple(v.shape[-2:]) == hw and not _broadcast_only(v)
+
+
+def is_spatial_const(v: Any, hw: tuple[int, int]) -> bool:
+    return isinstance(v, torch.Tensor) and _spatial_const(v, hw)
+
+
+def _window_kind(info: NodeInfo, gm: fx.GraphModule) -> str | None:
+    node = info.node
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if type(mod) is nn.Conv2d:
+            return "conv"
+        if type(mod) is nn.MaxPool2d:
+            return "max"
+        if type(mod) is nn.AvgPool2d:
+            return "avg"
+        return None
+    if node.op == "call_function":
+        return {F.conv2d: "conv", F.max_pool2d: "max", F.avg_pool2d: "avg"}.get(node.target)
+    return None
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def _bind(names: Sequence[str], defaults: dict, args: tuple, kwargs: dict) -> dict:
+    out = dict(defaults)
+    out.update(zip(names, args))
+    out.update(kwargs)
+    return out
+
+
+def _window(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict, infos: list[NodeInfo]) -> Window:
+    node, kind = info.node, _window_kind(info, gm)
+    src = next(j for j in info.inputs if infos[j].dep)
+    in_hw, out_hw = tuple(clean[src].shape[-2:]), tuple(clean[info.index].shape[-2:])
+    desc = info.describe()
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if kind == "conv":
+            p = dict(weight=mod.weight, bias=mod.bias, stride=mod.stride, padding=mod.padding,
+                     dilation=mod.dilation, groups=mod.groups)
+            if mod.padding_mode != "zeros":
+                raise UnsupportedModel(f"{desc}: padding_mode={mod.padding_mode!r} reads the border; only zeros is supported")
+        elif kind == "max":
+            p = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+                     ceil_mode=mod.ceil_mode, return_indices=mod.return_indices)
+        else:
+            p = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, ceil_mode=mod.ceil_mode,
+                     count_include_pad=mod.count_include_pad, divisor_override=mod.divisor_override)
+    else:
+        a = _map(info.args, clean, index)
+        kw = _map(info.kwargs, clean, index)
+        if kind == "conv":
+            p = _bind(["input", "weight", "bias", "stride", "padding", "dilation", "groups"],
+                      dict(bias=None, stride=1, padding=0, dilation=1, groups=1), a, kw)
+            if any(infos[j].dep for j in info.inputs if j != src):
+                raise UnsupportedModel(f"{desc}: the weights depend on the input")
+        elif kind == "max":
+            p = _bind(["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"],
+                      dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False), a, kw)
+        else:
+            p = _bind(["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"],
+                      dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None), a, kw)
+    if kind == "conv":
+        weight, bias, groups = p["weight"], p["bias"], p["groups"]
+        kernel = tuple(weight.shape[-2:])
+        stride, dilation = _pair(p["stride"]), _pair(p["dilation"])
+        if isinstance(p["padding"], str):
+            if p["padding"] == "valid":
+                before = (0, 0)
+            else:  # "same": PyTorch puts the extra pixel at the end
+                before = tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation))
+        else:
+            before = _pair(p["padding"])
+        pad_value = 0.0
+
+        def run(patch, w=weight, b=bias, s=stride, d=dilation, g=groups):
+            return F.conv2d(patch, w, b, s, 0, d, g)
+    else:
+        kernel = _pair(p["kernel_size"])
+        stride = _pair(p["stride"]) if p["stride"] not in (None, ()) else kernel
+        before = _pair(p["padding"])
+        if kind == "max":
+            if p["return_indices"]:
+                raise UnsupportedModel(f"{desc}: return_indices is not supported before the dense switch")
+            dilation, pad_value = _pair(p["dilation"]), float("-inf")
+
+            def run(patch, k=kernel, s=stride, d=dilation):
+                return F.max_pool2d(patch, k, s, 0, d)
+        else:
+            dilation, pad_value = (1, 1), 0.0
+            if max(before) > 0 and not p["count_include_pad"] and p["divisor_override"] is None:
+                raise UnsupportedModel(f"{desc}: count_include_pad=False with padding is not supported")
+
+            def run(patch, k=kernel, s=stride, dv=p["divisor_override"]):
+                return F.avg_pool2d(patch, k, s, 0, False, True, dv)
+    after = []
+    for ax in range(2):
+        needed_end = (out_hw[ax] - 1) * stride[ax] - before[ax] + (kernel[ax] - 1) * dilation[ax] + 1
+        extra = max(0, needed_end - in_hw[ax])
+        if kind == "avg" and extra > before[ax] and p["divisor_override"] is None:
+            raise UnsupportedModel(f"{desc}: ceil_mode windows past the padding are not supported")
+        after.append(extra)
+    return Window(tuple(kernel), tuple(stride), tuple(dilation), tuple(before), tuple(after), pad_value, run)
+
+
+def _pad_amounts(info: NodeInfo, gm: fx.GraphModule) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of a constant pad node, else None."""
+    node = info.node
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if type(mod) in (nn.ZeroPad2d, nn.ConstantPad2d):
+            left, right, top, bottom = mod.padding
+            return top, bottom, left, right
+        return None
+    if node.op == "call_function" and node.target is F.pad:
+        p = _bind(["input", "pad", "mode", "value"], dict(mode="constant", value=None), info.args, info.kwargs)
+        pad = tuple(p["pad"])
+        if p["mode"] != "constant" or len(pad) not in (2, 4) or isinstance(pad[0], fx.Node):
+            return None
+        left, right = pad[0], pad[1]
+        top, bottom = (pad[2], pad[3]) if len(pad) == 4 else (0, 0)
+        return top, bottom, left, right
+    return None
+
+
+def _count_macs(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict) -> None:
+    node = info.node
+    mod = gm.get_submodule(node.target) if node.op == "call_module" else None
+    shape = info.shape or (1,)
+    if isinstance(mod, nn.Conv2d) or (node.op == "call_function" and node.target is F.conv2d):
+        weight = mod.weight if mod is not None else _map(info.args[1], clean, index)
+        info.macs, info.pixels = int(weight.numel()), int(np.prod(shape[-2:]))
+    elif isinstance(mod, nn.Linear) or (node.op == "call_function" and node.target is F.linear):
+        weight = mod.weight if mod is not None else _map(info.args[1], clean, index)
+        info.macs, info.pixels = int(weight.numel()), int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Dirty boxes and plans (pure integer arithmetic)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What one node holds for a batch.
+
+    ``mode``: "clean" (the cached activation, for every position), "patch"
+    (crops of ``size`` at ``origin`` per position), "dense" (whole tensors),
+    "value" / "const" (not spatial tensors). ``box`` (B, 4) is the exact dirty
+    box per position (None for dense-kind nodes: everything may change).
+    """
+
+    mode: str
+    box: np.ndarray | None = None
+    origin: np.ndarray | None = None
+    size: tuple[int, int] | None = None
+
+
+def normalize_boxes(box: np.ndarray) -> np.ndarray:
+    """Empty boxes become a sentinel that unions and windows keep empty."""
+    box = np.asarray(box, dtype=np.int64).copy()
+    empty = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
+    box[empty] = _EMPTY
+    return box
+
+
+def box_area(box: np.ndarray) -> np.ndarray:
+    return np.clip(box[:, 2] - box[:, 0], 0, None) * np.clip(box[:, 3] - box[:, 1], 0, None)
+
+
+def window_boxes(box: np.ndarray, win: Window, out_hw: tuple[int, int]) -> np.ndarray:
+    """Output pixels whose window touches the input box: [ceil((a+p-(k-1)d)/s), floor((b-1+p)/s)+1)."""
+    out = np.empty_like(box)
+    for ax in range(2):
+        a, b = box[:, ax], box[:, ax + 2]
+        k, s, d, p = win.kernel[ax], win.stride[ax], win.dilation[ax], win.pad_before[ax]
+        lo = -((-(a + p - (k - 1) * d)) // s)
+        hi = (b - 1 + p) // s + 1
+        out[:, ax] = np.clip(lo, 0, out_hw[ax])
+        out[:, ax + 2] = np.clip(hi, 0, out_hw[ax])
+    return normalize_boxes(out)
+
+
+def union_boxes(boxes: Sequence[np.ndarray]) -> np.ndarray:
+    stacked = np.stack(boxes)
+    return np.concatenate([stacked[:, :, :2].min(0), stacked[:, :, 2:].max(0)], axis=1)
+
+
+def crop_geometry(box: np.ndarray, hw: tuple[int, int], min_size: tuple[int, int] | None = None
+                  ) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """One common crop size for the batch (the largest box, per axis) and each position's origin.
+
+    None when every box is empty.
+    """
+    extent = np.clip(box[:, 2:] - box[:, :2], 0, None)
+    if not (extent.prod(axis=1) > 0).any():
+        return None
+    size = np.minimum(extent.max(axis=0), hw)
+    if min_size is not None:
+        size = np.maximum(size, min_size)
+    origin = np.clip(box[:, :2], 0, np.array(hw) - size)
+    return origin, (int(size[0]), int(size[1]))
+
+
+def propagate(infos: list[NodeInfo], boxes: np.ndarray, dense_fraction: float = DENSE_FRACTION,
+              fixed: dict[int, Plan] | None = None) -> list[Plan]:
+    """The plan of every node for a batch of mask boxes (B, 4) in input pixels.
+
+    ``fixed``: plans from :func:`fixed_plans`; their modes and crop sizes are
+    kept so that every batch has the same tensor shapes.
+    """
+    boxes = normalize_boxes(boxes)
+    n = len(boxes)
+    full = lambda hw: np.tile(np.array([0, 0, hw[0], hw[1]], dtype=np.int64), (n, 1))  # noqa: E731
+    plans: list[Plan] = []
+
+    def place(i: int, box: np.ndarray, hw: tuple[int, int]) -> Plan:
+        f = fixed.get(i) if fixed else None
+        if f is not None and f.mode != "patch":
+            return Plan(f.mode, box)
+        geom = crop_geometry(box, hw, f.size if f is not None else None)
+        if geom is None and f is not None:  # nothing dirty in this batch: keep the fixed shape
+            geom = (np.tile(np.array(hw) - np.array(f.size), (n, 1)), f.size)
+        if geom is None:
+            return Plan("clean", box)
+        origin, size = geom
+        if f is None and size[0] * size[1] >= dense_fraction * hw[0] * hw[1]:
+            return Plan("dense", box)
+        return Plan("patch", box, origin, size)
+
+    for info in infos:
+        kind = info.kind
+        if kind in ("const", "value", "output") or not info.dep:
+            plans.append(Plan("value" if kind == "value" else "const"))
+            continue
+        ins = [plans[j] for j in info.inputs if infos[j].dep and infos[j].kind != "value"]
+        if kind == "input":
+            plans.append(place(info.index, boxes, info.hw))
+            continue
+        modes = {p.mode for p in ins}
+        if kind == "dense":
+            plans.append(Plan("clean" if modes <= {"clean"} else "dense"))
+            continue
+        hw = info.hw
+        if kind == "window":
+            box = window_boxes(ins[0].box, info.window, hw)
+        elif kind == "pad":
+            shift = np.array([info.pad[0], info.pad[1]] * 2, dtype=np.int64)
+            box = normalize_boxes(ins[0].box + shift)
+        else:  # pointwise, cat
+            box = union_boxes([p.box if p.box is not None else full(hw) for p in ins])
+            box = normalize_boxes(box)
+        if modes <= {"clean"}:
+            plans.append(Plan("clean", box))
+        elif "dense" in modes or not info.local:
+            plans.append(Plan("dense", box))
+        elif kind == "pad":
+            src = ins[0]
+            if src.mode == "clean":
+                plans.append(Plan("clean", box))
+            else:
+                plans.append(Plan("patch", box, src.origin + np.array(info.pad), src.size))
+        elif kind in ("pointwise", "cat") and _same_region([p for p in ins if p.mode == "patch"]):
+            src = next(p for p in ins if p.mode == "patch")
+            f = fixed.get(info.index) if fixed else None
+            if f is not None and f.mode != "patch":
+                plans.append(Plan(f.mode, box))
+            else:
+                plans.append(Plan("patch", box, src.origin, src.size))
+        else:
+            plans.append(place(info.index, box, hw))
+    return plans
+
+
+def _same_region(patches: list[Plan]) -> bool:
+    first = patches[0]
+    return all(p.size == first.size and np.array_equal(p.origin, first.origin) for p in patches[1:])
+
+
+def fixed_plans(infos: list[NodeInfo], all_boxes: np.ndarray, dense_fraction: float = DENSE_FRACTION) -> dict[int, Plan]:
+    """Plans over every position of a sweep at once: crop sizes that fit all batches."""
+    return {i: p for i, p in enumerate(propagate(infos, all_boxes, dense_fraction))
+            if p.mode in ("patch", "dense", "clean") and infos[i].kind not in ("dense",)}
+
+
+@dataclass
+class FlopCount:
+    """Multiply-adds of conv and linear layers, summed over the positions of a batch."""
+
+    full: int
+    executed: int
+    ideal: int
+
+    def __add__(self, other: "FlopCount") -> "FlopCount":
+        return FlopCount(self.full + other.full, self.executed + other.executed, self.ideal + other.ideal)
+
+
+def count_flops(infos: list[NodeInfo], plans: list[Plan], n: int) -> FlopCount:
+    """Full recompute vs what the plans execute (common crops) vs the exact dirty regions, for n positions."""
+    full = executed = ideal = 0
+    for info, plan in zip(infos, plans):
+        if not info.macs:
+            continue
+        per_pos = info.macs * info.pixels
+        full += n * per_pos
+        if plan.mode == "clean":
+            continue
+        executed += n * (info.macs * plan.size[0] * plan.size[1] if plan.mode == "patch" else per_pos)
+        if plan.box is not None and info.kind == "window":
+            ideal += info.macs * int(box_area(plan.box).sum())
+        else:
+            ideal += n * per_pos
+    return FlopCount(full, executed, ideal)
