@@ -38,6 +38,7 @@ def make_incremental_score(
     mask_size: tuple[int, int] | None = None,
     layer: str | None = None,
     is_signal: bool = False,
+    precision: str = "float32",
 ) -> ScoreBoxes | None:
     """A ``score(boxes) -> (B, K_all)`` for the sweep, or None to use the full path.
 
@@ -57,6 +58,8 @@ def make_incremental_score(
         Needed by "auto".
     layer, is_signal
         Layer watching and 1-D signals use the full path.
+    precision : "float32" or "bfloat16"
+        "bfloat16": the evaluator runs under autocast, like the full path.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is not allowed; use one of {', '.join(map(repr, STRATEGIES))}")
@@ -68,8 +71,11 @@ def make_incremental_score(
             why = "layer= watching" if layer is not None else "1-D signals"
             warnings.warn(f"strategy='incremental' does not apply to {why}; using the full path", stacklevel=3)
         return None
+    if not explicit and (mask_size is None or _macs_upper_bound(module, x) < AUTO_MIN_MACS):
+        return None  # decided without tracing: "auto" never touches small or conv-free models
     try:
-        evaluator = IncrementalEvaluator.build(module, x, fill)
+        autocast = torch.bfloat16 if precision == "bfloat16" else None
+        evaluator = IncrementalEvaluator.build(module, x, fill, autocast_dtype=autocast)
     except UnsupportedModel as exc:
         if explicit:
             warnings.warn(f"strategy='incremental': {exc}; using the full path", stacklevel=3)
@@ -82,6 +88,14 @@ def make_incremental_score(
     return _with_output(evaluator, output)
 
 
+def _macs_upper_bound(module: nn.Module, x: torch.Tensor) -> int:
+    """An upper bound on the conv multiply-adds of one forward pass (each conv's output is at
+    most the image's size over its stride); 0 for a network without 2-D convolutions."""
+    hw = int(x.shape[-2]) * int(x.shape[-1])
+    return sum(int(m.weight.numel()) * hw // (m.stride[0] * m.stride[1])
+               for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
 def _with_output(evaluator: IncrementalEvaluator, output: Output) -> ScoreBoxes:
     # The sweep's own post-processing (and its error messages), applied to the
     # evaluator's output: an Identity module makes score(out) = post(out).
@@ -90,7 +104,7 @@ def _with_output(evaluator: IncrementalEvaluator, output: Output) -> ScoreBoxes:
     post, _ = score_function(nn.Identity(), output, None, False)
 
     def score(boxes: torch.Tensor) -> torch.Tensor:
-        return post(evaluator(boxes))
+        return post(evaluator(boxes)).float()
 
     score.evaluator = evaluator  # type: ignore[attr-defined]
     return score
