@@ -12,6 +12,18 @@ const MASK_VALUES = [
 ];
 
 /**
+ * Run `fn` when a typed value is confirmed: Enter, or leaving the field.
+ * @param {HTMLInputElement} input
+ * @param {() => void} fn
+ */
+function onCommit(input, fn) {
+  input.addEventListener("change", fn);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") fn();
+  });
+}
+
+/**
  * @typedef {object} ControlHooks
  * @property {() => [number, number]} imageShape  (H, W) of the input
  * @property {(name: string, value: number | null) => void} onInput  a slider moves (null: released)
@@ -54,7 +66,7 @@ export function buildControls(model, container, hooks) {
       hooks.onInput(name, null);
       commit(name, Math.round(Number(range.value)));
     });
-    number.addEventListener("change", () => {
+    onCommit(number, () => {
       const v = Number(number.value);
       if (number.value === "" || !Number.isFinite(v)) return sync();
       auto.checked = false;
@@ -102,7 +114,7 @@ export function buildControls(model, container, hooks) {
   const topK = (() => {
     const node = /** @type {HTMLInputElement} */ (h("input", { type: "number", class: "ow-number", min: "1", max: "20", step: "1", "data-param": "top_k" }));
     const note = h("span", { class: "ow-note" });
-    node.addEventListener("change", () => {
+    onCommit(node, () => {
       const v = Math.round(Number(node.value));
       if (Number.isFinite(v) && node.value !== "") commit("top_k", v);
     });

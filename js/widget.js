@@ -11,7 +11,7 @@ import { buildControls } from "./controls.js";
 /** Preview requests per second while dragging. */
 const PREVIEW_HZ = 10;
 /** Largest side of the main canvas, CSS pixels. */
-const DISPLAY_SIZE = 448;
+const DISPLAY_SIZE = 416;
 
 /**
  * Decode PNG bytes into something drawImage accepts.

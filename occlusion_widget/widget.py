@@ -264,7 +264,7 @@ class OcclusionWidget(anywidget.AnyWidget):
         """Stop the background threads and close the widget."""
         for part in ("_controller", "_preview_runner", "_snapshot"):
             if hasattr(self, part):
-                getattr(self, part).close()
+                getattr(self, part).close(timeout=5.0)  # a batch in flight finishes first
         super().close()
 
     # --- reacting to changes -----------------------------------------------------------------
@@ -303,6 +303,7 @@ class OcclusionWidget(anywidget.AnyWidget):
     @t.observe("preview_request")
     def _on_preview_request(self, change: dict) -> None:
         if self._ready and change["new"]:
+            self._controller.yield_to_preview()
             self._preview_runner.submit(dict(change["new"]))
 
     def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
@@ -456,7 +457,7 @@ class _Snapshot:
         for handle in self._handles:
             handle.update(data, raw=True)
 
-    def close(self) -> None:
-        self._runner.close()
+    def close(self, timeout: float = 0.0) -> None:
+        self._runner.close(timeout)
         if self._placeholder is not None:
             self._placeholder.close()

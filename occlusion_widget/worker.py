@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: (see :func:`responsive_batch`).
 CPU_BATCH_RANGE = (8, 24)
 
+#: The longest a sweep waits at one batch boundary while mask previews run (seconds).
+MAX_PREVIEW_PAUSE = 3.0
+
 
 def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
     """A CPU batch size that puts the first full-coverage map on screen early.
@@ -132,13 +135,17 @@ class LatestRunner:
         with self._cond:
             return self._busy or self._has_pending
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0.0) -> None:
+        """Cancel everything and end the thread (waiting up to ``timeout`` s for the running job)."""
         with self._cond:
             self._closed = True
             self._pending, self._has_pending = None, False
             if self._cancel is not None:
                 self._cancel.set()
             self._cond.notify_all()
+            thread = self._thread
+        if timeout and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
@@ -257,6 +264,7 @@ class SweepController:
         self._lock = threading.Lock()
         self._generation = 0
         self._runner = LatestRunner(self._run, "occlusion-sweep")
+        self._paused_until = 0.0
 
     # --- requests (any thread, normally the kernel's) ---------------------------------------
 
@@ -285,6 +293,11 @@ class SweepController:
             self.sink.on_started()
         self._runner.submit(_Job(generation, key, params, source, upsampling))
 
+    def yield_to_preview(self, seconds: float = 0.3) -> None:
+        """Let mask previews have the CPU: the sweep waits at its next batch
+        boundary until no preview was asked for during ``seconds``."""
+        self._paused_until = time.monotonic() + seconds
+
     def cancel(self) -> None:
         """Stop the running sweep; its partial result stays, status becomes "cancelled"."""
         with self._lock:
@@ -300,10 +313,10 @@ class SweepController:
     def busy(self) -> bool:
         return self._runner.busy
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0.0) -> None:
         with self._lock:
             self._generation += 1
-        self._runner.close()
+        self._runner.close(timeout)
 
     # --- the sweep thread ---------------------------------------------------------------------
 
@@ -326,6 +339,10 @@ class SweepController:
             covered = covered or first_cover
             if done < total and throttle.ready(force=first_cover):
                 self._publish(job.generation, lambda: self.sink.on_partial(partial, done, total))
+            # While the user drags the mask, previews come first (bounded, so the sweep still moves).
+            limit = time.monotonic() + MAX_PREVIEW_PAUSE
+            while time.monotonic() < min(self._paused_until, limit) and not cancel.is_set():
+                time.sleep(0.01)
 
         params = dict(job.params)
         try:
