@@ -1,4 +1,8 @@
-"""The widget's browser code, assembled from the small ES modules in ``js/``.
+"""What the browser gets: the widget's code and styles, colour tables, and results as synced state.
+
+Code
+----
+The browser code is assembled from the small ES modules in ``js/``.
 
 anywidget loads ``_esm`` as ONE module from a string (a blob URL), so relative
 imports between files cannot be resolved in the browser. The sources stay
@@ -17,13 +21,25 @@ In a wheel the files are installed as ``occlusion_widget/static/`` (see
 ``[tool.hatch.build.targets.wheel.force-include]`` in pyproject.toml); in an
 editable install that folder does not exist and the repository's ``js/``
 folder is used.
+
+State
+-----
+:func:`result_state` is the one place an :class:`OcclusionResult` becomes
+synced state (float32 bytes, shapes, ranges, class names); :func:`to_png`
+encodes images.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine.result import OcclusionResult
 
 #: Browser modules, dependencies first; the last one holds ``export default``.
 MODULES = ("throttle.js", "decode.js", "colormap.js", "geometry.js", "ui.js", "controls.js", "widget.js")
@@ -81,10 +97,62 @@ def colormap_tables(names: tuple[str, ...] = COLORMAPS, n: int = 256) -> dict[st
     so opacity or colormap changes never call the kernel.
     """
     import matplotlib
-    import numpy as np
 
     tables = {}
     for name in names:
         rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, n))
         tables[name] = (rgba[:, :3] * 255).round().astype(np.uint8).ravel().tolist()
     return tables
+
+
+# --- serialisation: the one place results become synced state ------------------------------
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """(C, H, W) float in [0, 1] -> PNG bytes (1 channel grey, 3 RGB, others their mean)."""
+    from PIL import Image
+
+    c = image.shape[0]
+    pixels = image if c in (1, 3) else image.mean(axis=0, keepdims=True)
+    array = (np.clip(np.moveaxis(pixels, 0, -1), 0.0, 1.0) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def result_state(result: OcclusionResult, version: int) -> dict[str, Any]:
+    """The synced traits for one (partial or final) result.
+
+    ``map_data`` carries the maps as raw float32 little-endian bytes in C order
+    (NaN where nothing is known yet), their shape and per-class value range;
+    ``worst`` is the centre (y, x) of the mask position that lowers each class
+    most. ``classes`` holds id, name and unoccluded score per map.
+    """
+    maps = np.ascontiguousarray(result.maps, dtype="<f4")
+    ranges = []
+    for m in maps:
+        finite = m[np.isfinite(m)]
+        ranges.append([float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0])
+    worst = []
+    if result.computed.any():
+        for k in range(len(result.targets)):
+            y0, x0, y1, x1 = (int(v) for v in result.most_important(k).box)
+            worst.append([(y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2])
+    p = result.params
+    return {
+        "map_data": {
+            "data": maps.tobytes(), "shape": list(maps.shape), "range": ranges, "worst": worst,
+            "complete": bool(result.complete), "computed": [int(result.computed.sum()), int(result.computed.size)],
+            "version": version,
+        },
+        "classes": [
+            {"id": int(c), "name": result.labels[i] if result.labels else f"class {int(c)}", "score": float(result.base_scores[i])}
+            for i, c in enumerate(result.targets)
+        ],
+        "resolved_params": {
+            "mask_size": list(p.mask_size), "stride": list(p.stride),
+            "mask_value": p.mask_value if isinstance(p.mask_value, str) else [float(v) for v in np.ravel(p.mask_value)],
+            "mask_clipping": bool(p.mask_clipping), "upsampling": p.upsampling, "output": p.output,
+            "batch_size": int(p.batch_size), "device": p.device, "grid": list(result.grid.shape[1:]),
+        },
+    }

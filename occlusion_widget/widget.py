@@ -3,15 +3,14 @@
 The class holds typed, synced state and nothing else: parameters go to a
 :class:`~occlusion_widget.worker.SweepController` (background thread, cancel,
 cache, throttling), results come back through the ``on_*`` sink methods and
-are turned into synced state by :func:`result_state`, the one place that
-serialises results for the browser.
+are turned into synced state by :func:`occlusion_widget._frontend.result_state`,
+the one place that serialises results for the browser.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import io
 import threading
 from os import PathLike
 from typing import Any, Sequence
@@ -21,74 +20,22 @@ import ipywidgets
 import numpy as np
 import traitlets as t
 
-from ._frontend import COLORMAPS, build_esm, colormap_tables, load_css
+from ._frontend import COLORMAPS, build_esm, colormap_tables, load_css, result_state, to_png
 from .engine.result import UPSAMPLING, OcclusionResult
+from .engine.sweep import PRECISIONS
 from .models import ImageClassifier, load_default_model, sample_image
 from .worker import LatestRunner, PreviewEngine, Source, SweepController
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")
 #: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
-ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer", "batch_size", "device")
+ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer", "batch_size", "device", "precision")
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
 
 
 @functools.lru_cache(maxsize=1)
 def _default_model() -> ImageClassifier:
     return load_default_model()
-
-
-# --- serialisation: the one place results become synced state ---------------------------------
-
-
-def to_png(image: np.ndarray) -> bytes:
-    """(C, H, W) float in [0, 1] -> PNG bytes (1 channel grey, 3 RGB, others their mean)."""
-    from PIL import Image
-
-    c = image.shape[0]
-    pixels = image if c in (1, 3) else image.mean(axis=0, keepdims=True)
-    array = (np.clip(np.moveaxis(pixels, 0, -1), 0.0, 1.0) * 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def result_state(result: OcclusionResult, version: int) -> dict[str, Any]:
-    """The synced traits for one (partial or final) result.
-
-    ``map_data`` carries the maps as raw float32 little-endian bytes in C order
-    (NaN where nothing is known yet), their shape and per-class value range;
-    ``worst`` is the centre (y, x) of the mask position that lowers each class
-    most. ``classes`` holds id, name and unoccluded score per map.
-    """
-    maps = np.ascontiguousarray(result.maps, dtype="<f4")
-    ranges = []
-    for m in maps:
-        finite = m[np.isfinite(m)]
-        ranges.append([float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0])
-    worst = []
-    if result.computed.any():
-        for k in range(len(result.targets)):
-            y0, x0, y1, x1 = (int(v) for v in result.most_important(k).box)
-            worst.append([(y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2])
-    p = result.params
-    return {
-        "map_data": {
-            "data": maps.tobytes(), "shape": list(maps.shape), "range": ranges, "worst": worst,
-            "complete": bool(result.complete), "computed": [int(result.computed.sum()), int(result.computed.size)],
-            "version": version,
-        },
-        "classes": [
-            {"id": int(c), "name": result.labels[i] if result.labels else f"class {int(c)}", "score": float(result.base_scores[i])}
-            for i, c in enumerate(result.targets)
-        ],
-        "resolved_params": {
-            "mask_size": list(p.mask_size), "stride": list(p.stride),
-            "mask_value": p.mask_value if isinstance(p.mask_value, str) else [float(v) for v in np.ravel(p.mask_value)],
-            "mask_clipping": bool(p.mask_clipping), "upsampling": p.upsampling, "output": p.output,
-            "batch_size": int(p.batch_size), "device": p.device, "grid": list(result.grid.shape[1:]),
-        },
-    }
 
 
 def _pair_trait(help: str) -> t.TraitType:
@@ -117,7 +64,7 @@ class OcclusionWidget(anywidget.AnyWidget):
     **params
         Engine parameters (``mask_size``, ``stride``, ``mask_value``,
         ``mask_clipping``, ``upsampling``, ``output``, ``layer``,
-        ``batch_size``, ``device``; see :func:`occlusion_sensitivity`) and
+        ``batch_size``, ``device``, ``precision``; see :func:`occlusion_sensitivity`) and
         display traits (``opacity``, ``colormap``).
 
     Attributes
@@ -144,6 +91,7 @@ class OcclusionWidget(anywidget.AnyWidget):
     layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
     batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see worker.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
 
     # --- what the browser shows (set by the kernel) ------------------------------------------
     model_name = t.Unicode("", help="The model's name.").tag(sync=True)
@@ -238,8 +186,13 @@ class OcclusionWidget(anywidget.AnyWidget):
         if self._controller.busy:
             self._controller.cancel()
 
-    def recompute(self) -> None:
-        """Run the sweep for the current parameters (cached results come back at once)."""
+    def recompute(self, force: bool = False) -> None:
+        """Run the sweep for the current parameters (cached results come back at once).
+
+        ``force=True`` empties the cache first, e.g. after changing the model's weights in place.
+        """
+        if force:
+            self._controller.cache.clear()
         self._controller.request(self._source, self.engine_params())
 
     def request_preview(self, x: float, y: float, wait: bool = True) -> dict:
@@ -328,7 +281,8 @@ class OcclusionWidget(anywidget.AnyWidget):
             return
         if answer.fill is not None:
             self.fill_png = to_png(answer.fill)
-        label = self._source.classifier.label
+        layer = self.layer
+        label = (lambda i: f"{layer}[{i}]") if layer else self._source.classifier.label  # as the engine names them
         self.preview = {
             "seq": seq, "x": x, "y": y, "box": list(answer.box), "output": self.output,
             "base": [{"id": i, "name": label(i), "score": s} for i, s in answer.base],

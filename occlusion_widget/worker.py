@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
 
 import numpy as np
@@ -206,6 +206,10 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
 
 def _freeze(value: object) -> Hashable:
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -242,7 +246,6 @@ class _Job:
     params: dict
     source: Source
     upsampling: str = "bicubic"
-    extra: dict = field(default_factory=dict)
 
 
 class SweepController:
@@ -276,7 +279,9 @@ class SweepController:
         """
         params = dict(params)
         upsampling = params.pop("upsampling", "bicubic")
-        key = (id(source.classifier), source.digest, tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+        # The wrapper itself (hashed by identity) rather than id(): the cache keeps it alive, so
+        # a new model can never be mistaken for a collected one.
+        key = (source.classifier, source.digest, tuple(sorted((k, _freeze(v)) for k, v in params.items())))
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -430,14 +435,15 @@ class PreviewEngine:
                 self._fills = {fill_key: fill}
             fill_changed = fill_key != self._last_fill_key
             self._last_fill_key = fill_key
-            base_key = (id(module), source.digest, str(params.get("output")), params.get("layer"), str(device))
+            base_key = (id(module), source.digest, str(params.get("output")), params.get("layer"), str(device), params.get("precision"))
             base = self._base.get(base_key)
         y0, x0, y1, x1 = box
         occluded = x.clone()
         occluded[:, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
         batch = occluded[None] if base is not None else torch.stack([x, occluded])
         module.to(device)
-        scores = score(batch.to(device)).float().cpu()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16"):
+            scores = score(batch.to(device)).float().cpu()
         if base is None:
             base = scores[0]
             with self._lock:

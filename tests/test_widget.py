@@ -189,6 +189,9 @@ def test_finished_sweeps_are_cached(make_widget, image, monkeypatch) -> None:
     assert w.status == "done" and w.result.params.upsampling == "nearest"
     w.wait(10)
     assert len(sweeps) == 2
+    w.recompute(force=True)  # e.g. after the weights changed in place
+    wait_done(w)
+    assert len(sweeps) == 3
 
 
 def test_bad_parameter_sets_error_and_a_good_one_recovers(make_widget, image) -> None:
@@ -223,7 +226,7 @@ def test_traits_are_typed() -> None:
                  "image_png", "map_data", "classes", "progress", "status", "error", "preview", "colormap", "opacity"):
         assert traits[name].metadata.get("sync") is True, name
         assert traits[name].help, f"{name} has no documentation"
-    for name in ("layer", "batch_size", "device"):
+    for name in ("layer", "batch_size", "device", "precision"):
         assert not traits[name].metadata.get("sync"), name
     with pytest.raises(TraitError):
         OcclusionWidget.class_traits()["upsampling"].validate(None, "cubic")
@@ -371,3 +374,15 @@ def test_helpers() -> None:
     assert runner.wait_idle(10)
     assert done[-1] == 4 and len(done) <= 2, "waiting jobs are replaced by the latest"
     runner.close()
+
+
+def test_python_only_engine_parameters_pass_through(make_widget, image) -> None:
+    model = tiny_model()
+    w = make_widget(model, image, top_k=2, mask_size=8, stride=8, layer="conv", precision="bfloat16")
+    wait_done(w)
+    ref = occlusion_sensitivity(model, image, top_k=2, mask_size=8, stride=8, layer="conv", precision="bfloat16")
+    np.testing.assert_allclose(synced_maps(w), ref.maps, atol=1e-5)
+    assert [c["name"] for c in w.classes] == ref.labels and ref.labels[0].startswith("conv[")
+    answer = w.request_preview(16, 16)
+    assert "error" not in answer and [t["id"] for t in answer["targets"]] == ref.targets.tolist()
+    assert answer["base"][0]["name"] == ref.labels[0]
