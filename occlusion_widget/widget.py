@@ -141,6 +141,12 @@ class OcclusionWidget(anywidget.AnyWidget):
         self._ready = True
         self._source_changed()
 
+    def __repr__(self) -> str:
+        if not hasattr(self, "_source"):
+            return "OcclusionWidget()"
+        which = f"targets={list(self.targets)}" if self.targets is not None else f"top_k={self.top_k}"
+        return f"OcclusionWidget(model={self.model_name!r}, {which}, status={self.status!r})"
+
     # --- Python API ------------------------------------------------------------------------------
 
     @property
