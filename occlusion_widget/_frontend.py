@@ -126,19 +126,22 @@ def result_state(result: OcclusionResult, version: int) -> dict[str, Any]:
     ``map_data`` carries the maps as raw float32 little-endian bytes in C order
     (NaN where nothing is known yet), their shape and per-class value range;
     ``worst`` is the centre (y, x) of the mask position that lowers each class
-    most. ``classes`` holds id, name and unoccluded score per map.
+    most (a mask centred there covers exactly the sweep's box). ``classes`` holds id, name and unoccluded score per map.
     """
     maps = np.ascontiguousarray(result.maps, dtype="<f4")
     ranges = []
     for m in maps:
         finite = m[np.isfinite(m)]
         ranges.append([float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0])
+    p = result.params
     worst = []
     if result.computed.any():
         for k in range(len(result.targets)):
-            y0, x0, y1, x1 = (int(v) for v in result.most_important(k).box)
-            worst.append([(y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2])
-    p = result.params
+            region = result.most_important(k)
+            if p.mask_clipping:  # the lattice point: the mask box there is the one the sweep used
+                worst.append([region.index[0] * p.stride[0], region.index[1] * p.stride[1]])
+            else:
+                worst.append([int(region.box[0]) + p.mask_size[0] // 2, int(region.box[1]) + p.mask_size[1] // 2])
     return {
         "map_data": {
             "data": maps.tobytes(), "shape": list(maps.shape), "range": ranges, "worst": worst,

@@ -269,6 +269,17 @@ def test_preview_matches_the_sweep_at_a_grid_position(make_widget, image) -> Non
     assert fill.shape == (32, 32, 3) and abs(int(fill[0, 0, 0]) - 64) <= 1
 
 
+@pytest.mark.parametrize("clipping", [True, False])
+def test_worst_spot_preview_gives_the_largest_drop(make_widget, image, clipping) -> None:
+    w = make_widget(tiny_model(), image, top_k=2, mask_size=7, stride=3, mask_clipping=clipping)
+    wait_done(w)
+    for k, (y, x) in enumerate(w.map_data["worst"]):
+        answer = w.request_preview(x=x, y=y)
+        target = answer["targets"][k]
+        assert target["base"] - target["occluded"] == pytest.approx(float(w.result.grid[k].max()), abs=1e-5)
+        assert answer["box"] == w.result.most_important(k).box.tolist()
+
+
 def test_preview_error_is_reported(make_widget, image) -> None:
     w = make_widget(tiny_model(), image, mask_size=8, stride=4)
     wait_done(w)
