@@ -362,3 +362,50 @@ def test_auto_picks_incremental_only_when_cheaper():
     ref = _reference(module, x, fill, boxes.numpy()).float().softmax(1)
     assert torch.allclose(score(boxes), ref, atol=TOL)
     assert make_incremental_score(module, x, fill, strategy="auto", mask_size=(60, 60)) is None
+
+
+def test_bfloat16_autocast_matches_the_bfloat16_full_path():
+    # The same code serves precision="bfloat16" (and CUDA autocast): the clean activations are
+    # cached under autocast, so the result is what the full path computes in bfloat16.
+    torch.manual_seed(9)
+    module = _wrap(torchvision.models.resnet18(num_classes=10), 48)
+    x = torch.rand(3, 48, 48)
+    fill = x.mean((1, 2), keepdim=True).expand_as(x).contiguous()
+    _calibrate(module, x)
+    ev = IncrementalEvaluator.build(module, x, fill, autocast_dtype=torch.bfloat16)
+    boxes = np.array([[0, 0, 5, 9], [20, 20, 29, 29], [40, 3, 48, 12]])
+    rows, cols = torch.arange(48), torch.arange(48)
+    occluded = _occlude(x, fill, torch.as_tensor(boxes), rows, cols).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = module(occluded).float()
+    got = ev(boxes).float()
+    assert float((got - ref).abs().max()) <= 0.05 * max(1.0, float(ref.abs().max()))
+    assert float((got - _reference(module, x, fill, boxes)).abs().max()) < 0.5  # and near float32
+
+
+def test_trace_is_cached_and_refreshed_when_stale(monkeypatch):
+    class Switch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.flip = False
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.flip:  # a Python attribute: fx bakes it into the graph
+                y = -y
+            return y.mean((2, 3))
+
+    import torch.fx
+
+    calls = []
+    real = torch.fx.symbolic_trace
+    monkeypatch.setattr(torch.fx, "symbolic_trace", lambda m: calls.append(1) or real(m))
+    model = Switch().eval()
+    x = torch.rand(3, 12, 12)
+    IncrementalEvaluator.build(model, x, x * 0)
+    IncrementalEvaluator.build(model, x, x * 0)
+    assert len(calls) == 1
+    model.flip = True
+    _assert_exact(model, 12, 3, 2)
+    assert len(calls) == 2
