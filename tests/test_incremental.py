@@ -206,10 +206,13 @@ def test_mask_covering_everything_and_single_positions():
     x = torch.rand(3, 32, 32)
     fill = torch.full_like(x, 0.5)
     ev = IncrementalEvaluator.build(module, x, fill)
-    boxes = np.array([[0, 0, 32, 32], [31, 31, 32, 32], [0, 0, 1, 1], [5, 9, 6, 30], [0, 0, 1, 1]])
-    for b in (boxes, boxes[:1], boxes[1:2]):
+    boxes = np.array([[0, 0, 32, 32], [31, 31, 32, 32], [0, 0, 1, 1], [5, 9, 6, 30], [0, 0, 1, 1], [3, 3, 3, 9]])
+    for b in (boxes, boxes[:1], boxes[1:2], boxes[-1:]):  # the last box is empty: nothing changes
         ref = _reference(module, x, fill, b)
         assert float((ev(b) - ref).abs().max()) <= TOL * max(1.0, float(ref.abs().max()))
+    assert ev(np.zeros((0, 4), dtype=np.int64)).shape == (0, 10)
+    # Boxes sticking out of the image are cut to it.
+    assert float((ev(np.array([[-5, 28, 4, 40]])) - ev(np.array([[0, 28, 4, 32]]))).abs().max()) == 0
 
 
 def test_fixed_shapes_keep_every_batch_the_same_shape():

@@ -132,8 +132,14 @@ class IncrementalEvaluator:
         """The module's output (B, ...) for the input occluded by each box (B, 4) ``[y0, x0, y1, x1)``."""
         start = time.perf_counter()
         b = boxes.cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
-        b = b.astype(np.int64).reshape(-1, 4)
+        b = b.astype(np.int64).reshape(-1, 4).copy()
         n = len(b)
+        if n == 0:
+            out = self.clean[self.analysis.output]
+            return out.new_empty((0, *out.shape[1:]))
+        H, W = self.image_hw
+        b[:, 0::2] = b[:, 0::2].clip(0, H)
+        b[:, 1::2] = b[:, 1::2].clip(0, W)
         if self._fixed_batch is not None and n < self._fixed_batch:
             b = np.concatenate([b, np.repeat(b[-1:], self._fixed_batch - n, axis=0)])
         plans = self.plan(b)

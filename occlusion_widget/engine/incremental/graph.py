@@ -259,7 +259,10 @@ def _classify(info: NodeInfo, infos: list[NodeInfo], clean: list, gm: fx.GraphMo
         return
     if not local_inputs:
         info.kind = "dense"
-        info.known = _is_known_dense(info) or _is_pointwise(info, gm) or _window_kind(info, gm) is not None
+        try:  # after the dense switch any op runs as it is; "known" ops need no defensive copies
+            info.known = _is_known_dense(info) or _is_pointwise(info, gm) or _window_kind(info, gm) is not None
+        except UnsupportedModel:
+            info.known = False
         _count_macs(info, gm, clean, index)
         return
     dense_inputs = [j for j in dep_inputs if not infos[j].local and infos[j].kind != "value"]
