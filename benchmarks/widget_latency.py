@@ -24,19 +24,20 @@ from occlusion_widget.widget import OcclusionWidget
 
 
 def _first_full_map(w: OcclusionWidget, change: dict, timeout: float = 120.0) -> tuple[float, float]:
-    """Apply ``change``; seconds until a NaN-free map is published, and until status 'done'."""
-    full, done = threading.Event(), threading.Event()
-    times: dict[str, float] = {}
+    """Apply ``change``; seconds until a NaN-free map is published, and until status 'done'.
+
+    Publications are ordered by the controller's lock, and once the change has
+    been applied no older sweep can publish, so only maps published after that
+    point count (a stale one may land while the change is being applied).
+    """
+    events: list[tuple[float, bool]] = []
+    done = threading.Event()
 
     def on_map(c: dict) -> None:
-        data = c["new"]
-        if "full" not in times and not np.isnan(np.frombuffer(data["data"], "<f4")).any():
-            times["full"] = time.perf_counter()
-            full.set()
+        events.append((time.perf_counter(), not np.isnan(np.frombuffer(c["new"]["data"], "<f4")).any()))
 
     def on_status(c: dict) -> None:
-        if c["new"] in ("done", "error") and "done" not in times:
-            times["done"] = time.perf_counter()
+        if c["new"] in ("done", "error"):
             done.set()
 
     w.observe(on_map, "map_data")
@@ -46,15 +47,19 @@ def _first_full_map(w: OcclusionWidget, change: dict, timeout: float = 120.0) ->
         with w.hold_trait_notifications():
             for name, value in change.items():
                 setattr(w, name, value)
+        first_new = len(events)
+        if w.status not in ("done", "error"):
+            done.clear()  # a "done" from the sweep the change replaced does not count
         if not done.wait(timeout):
             raise TimeoutError(change)
+        ended = time.perf_counter()
         if w.status == "error":
             raise RuntimeError(w.error)
-        full.wait(1)
     finally:
         w.unobserve(on_map, "map_data")
         w.unobserve(on_status, "status")
-    return times.get("full", float("nan")) - start, times["done"] - start
+    full = next((t for t, no_nan in events[first_new:] if no_nan), float("nan"))
+    return full - start, ended - start
 
 
 def _preview_round_trip(w: OcclusionWidget, x: float, y: float) -> float:
@@ -111,14 +116,15 @@ def main() -> None:
     busy = []
     print(f"\n{'change while a sweep runs':34s} {'first full map':>15s}")
     for r in range(args.repeat):
-        w.stride = 6 + r
-        time.sleep(0.6)
+        w.stride = 5
+        w.recompute(force=True)  # a long sweep (2025 positions), never from the cache
+        time.sleep(0.6 + 0.25 * r)  # catch it at different points of a batch
         first, _ = _first_full_map(w, {"stride": 18 + r})
         busy.append(first)
-        print(f"{'stride 6 (running) -> 18':34s} {first:13.2f} s")
+        print(f"{f'stride 5 (running) -> {18 + r}':34s} {first:13.2f} s")
 
     # Cached: back to earlier settings.
-    w.stride = 6  # anything else
+    w.stride = 17  # anything else
     w.wait(300)
     t0 = time.perf_counter()
     w.stride = 18 + args.repeat - 1  # finished above
