@@ -152,7 +152,7 @@ export function buildControls(model, container, hooks) {
       pair("mask_size", "Mask size", 0.2, 2, "Side of the occluding square, in pixels"),
       pair("stride", "Stride", 0.1, 2, "Step between mask positions, in pixels (small = slow)"),
       select("mask_value", "Mask value", MASK_VALUES, "What occluded pixels become", (s) => (s === "auto" || s === "blur" ? s : s.startsWith("[") ? JSON.parse(s) : Number(s))),
-      checkbox("mask_clipping", "Clip masks at edges", "On: masks centred on the lattice, cut at the border; off: full-size masks inside"),
+      checkbox("mask_clipping", "Clip at edges", "On: masks centred on the lattice, cut at the border; off: full-size masks inside"),
       select("upsampling", "Upsampling", [["bicubic", "bicubic"], ["nearest", "nearest"], ["none", "none (grid)"]], "How the grid of positions becomes a map"),
       select("output", "Score", [["probability", "probability"], ["logit", "logit"]], "The score whose drop is mapped"),
       topK,
