@@ -193,11 +193,18 @@ def main(argv=None):
     parser.add_argument("--models", default="resnet18,resnet50,efficientnet_lite0")
     parser.add_argument("--block", type=int, default=16, help="(c): side of the central block of positions timed")
     parser.add_argument("--no-captum-single", action="store_true", help="skip Captum with perturbations_per_eval=1")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, = the cores)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = ["resnet18"] if args.quick else args.models.split(",")
     block = 6 if args.quick else args.block
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, channels_last; "
+    import os
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.2f} on {os.cpu_count()} cores, "
+          f"CPU, float32, channels_last; "
           f"sweep.py strategy= wired: {WIRED}; no GPU on this machine (the CUDA path is covered by the CPU tests)")
     record: list[dict] = []
     image = sample_image()
@@ -220,6 +227,8 @@ def main(argv=None):
             cap1 = f"  vs Captum(1) {r['captum_single_s'] / r['inc_s']:.2f}x" if "captum_single_s" in r else ""
             print(f"  ({r['case']}) {r['model']:<20s} {r['full_s'] / r['inc_s']:5.2f}x{cap}{cap1}   "
                   f"FLOPs {r['flops_executed']:.3f} / {r['flops_ideal']:.3f}   max diff {r['max_diff_inc_full']:.1e}")
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes share these cores; timings move with it)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(record, fh, indent=1)
