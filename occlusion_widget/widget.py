@@ -282,8 +282,9 @@ class OcclusionWidget(anywidget.AnyWidget):
         try:
             x, y = float(request["x"]), float(request["y"])
             answer = self._previews.compute(self._source, seq, y, x, self.engine_params())
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            self.preview = {"seq": seq, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - shown in the preview panel; the widget stays usable
+            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
+            self.preview = {"seq": seq, "error": message}
             return
         if answer.fill is not None:
             self.fill_png = to_png(answer.fill)

@@ -26,6 +26,7 @@ import math
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
@@ -337,9 +338,12 @@ class SweepController:
             return
         throttle = Throttle(self.min_interval)
         covered = False
+        params = dict(job.params)
+        gate = _HookGate(job.source.classifier.module, params.get("layer"))
 
         def progress(done: int, total: int, partial: OcclusionResult) -> None:
             nonlocal covered
+            gate.release()
             first_cover = not covered and not np.isnan(partial.grid).any()
             covered = covered or first_cover
             if done < total and throttle.ready(force=first_cover):
@@ -348,23 +352,61 @@ class SweepController:
             limit = time.monotonic() + MAX_PREVIEW_PAUSE
             while time.monotonic() < min(self._paused_until, limit) and not cancel.is_set():
                 time.sleep(0.01)
+            gate.acquire()
 
-        params = dict(job.params)
         try:
             if params.get("batch_size") is None and resolve_device(params.get("device", "auto")).type == "cpu":
                 params["batch_size"] = responsive_batch(tuple(job.source.x.shape[1:]), params)
+            gate.acquire()
             result = occlusion_sensitivity(
                 job.source.classifier, job.source.x, upsampling=job.upsampling,
                 progress=progress, cancel=cancel, **params,
             )
-        except (ValueError, TypeError, RuntimeError) as exc:
-            message = str(exc) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - the engine's errors name the parameter; a model may raise anything
+            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
             self._publish(job.generation, lambda: self.sink.on_failed(message))
             return
+        finally:
+            gate.release()
         if not result.complete:
             return  # cancelled: whoever cancelled it has published already
         self.cache.put(job.key, result)
         self._publish(job.generation, lambda: self.sink.on_finished(result, cached=False))
+
+
+class _HookGate:
+    """Forwards that watch a layer (``layer=``) go through a forward hook, and
+    hooks belong to the module, not to a thread: a sweep and a preview must not
+    run such a module at the same time. The sweep holds the gate during its
+    batches and lets go between them; without ``layer`` the gate does nothing.
+    """
+
+    _locks: "weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+    _guard = threading.Lock()
+
+    def __init__(self, module: torch.nn.Module, layer: str | None):
+        self._lock = None
+        if layer is not None:
+            with _HookGate._guard:
+                self._lock = _HookGate._locks.setdefault(module, threading.Lock())
+        self._held = False
+
+    def acquire(self) -> None:
+        if self._lock is not None and not self._held:
+            self._lock.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __enter__(self) -> "_HookGate":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # --- mask preview: one occluded forward pass ---------------------------------------------------
@@ -442,7 +484,8 @@ class PreviewEngine:
         occluded[:, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
         batch = occluded[None] if base is not None else torch.stack([x, occluded])
         module.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16"):
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16")
+        with _HookGate(module, params.get("layer")), autocast:
             scores = score(batch.to(device)).float().cpu()
         if base is None:
             base = scores[0]

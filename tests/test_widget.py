@@ -218,6 +218,23 @@ def test_bad_parameter_sets_error_and_a_good_one_recovers(make_widget, image) ->
     assert len(w.classes) == 2
 
 
+def test_a_model_that_raises_sets_error_and_the_widget_recovers(make_widget, image) -> None:
+    model = tiny_model()
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise ZeroDivisionError("the model broke")
+
+    real_forward = model.module.forward
+    model.module.forward = broken
+    w = make_widget(model, image, mask_size=8, stride=8)
+    w.wait(30)
+    assert w.status == "error" and "ZeroDivisionError: the model broke" in w.error
+    model.module.forward = real_forward
+    w.recompute()
+    wait_done(w)
+    assert w.error == ""
+
+
 def test_traits_are_typed() -> None:
     from traitlets import TraitError
 
