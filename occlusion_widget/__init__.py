@@ -12,6 +12,7 @@ from .methods import (
     smoothgrad,
 )
 from .models import ImageClassifier, from_torchvision, imagenet_labels, load_default_model, sample_image
+from .widget import OcclusionWidget
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "ImageClassifier",
     "ImportantRegion",
     "OcclusionParams",
+    "OcclusionWidget",
     "OcclusionResult",
     "compare_methods",
     "deletion_insertion",

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .engine import occlusion_sensitivity
-from .engine.grid import COARSE_TO_FINE_STEPS, MaskGrid, resolve_pair
+from .engine.grid import MaskGrid, lattice_steps, resolve_pair
 from .engine.inputs import prepare_input, resolve_device, resolve_fill, score_function
 from .engine.result import OcclusionResult
 from .models import ImageClassifier, as_classifier
@@ -54,8 +54,8 @@ def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
     """A CPU batch size that puts the first full-coverage map on screen early.
 
     A batch is the unit of streaming and of cancellation, so the engine's 32
-    (~1.1 s on 2 cores) is too coarse for a widget. The coarse lattice (every
-    4th position per axis, which the engine runs first) is split into equal
+    (~1.1 s on 2 cores) is too coarse for a widget. The coarsest lattice
+    (which the engine runs first, see ``lattice_steps``) is split into equal
     batches of at most 24, so the first map covering the whole image lands
     right after the batches that hold the lattice: for the default 11x11 grid
     its 9 positions are the first batch. None when the parameters are invalid
@@ -68,7 +68,7 @@ def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
         gy, gx = MaskGrid.build(shape, mask, stride, bool(params.get("mask_clipping", True))).shape
     except (ValueError, TypeError):
         return None
-    step = COARSE_TO_FINE_STEPS[0]
+    step = lattice_steps((gy, gx))[0]
     coarse = -(-gy // step) * -(-gx // step)
     batches = -(-coarse // hi)
     return max(lo, -(-coarse // batches))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from occlusion_widget.engine.grid import MaskGrid, axis_spans, fill_from_coarse, resolve_pair
+from occlusion_widget.engine.grid import MaskGrid, axis_spans, fill_from_coarse, lattice_steps, resolve_pair
 
 
 def test_axis_spans_clipping_and_full_size():
@@ -56,3 +56,18 @@ def test_fill_from_coarse_uses_the_nearest_lattice_point():
 def test_mask_larger_than_input_is_refused():
     with pytest.raises(ValueError, match="mask_size"):
         MaskGrid.build((10, 10), (11, 3), (1, 1), True)
+
+
+def test_large_grids_start_with_a_coarser_lattice():
+    assert lattice_steps((11, 11)) == (4, 2, 1)
+    assert lattice_steps((28, 28)) == (8, 4, 2, 1)  # stride 8 on 224: 16 positions cover the image first
+    assert lattice_steps((224, 224)) == (16, 8, 4, 2, 1)
+    grid = MaskGrid.build((224, 224), (9, 9), (1, 1), True)
+    first = grid.coarse_to_fine()[: 14 * 14]
+    iy, ix = np.unravel_index(first, grid.shape)
+    assert (iy % 16 == 0).all() and (ix % 16 == 0).all()
+    values = np.random.default_rng(0).random((1, 224, 224)).astype(np.float32)
+    computed = np.zeros((224, 224), bool)
+    computed[::16, ::16] = True
+    filled = fill_from_coarse(values, computed)
+    assert np.isfinite(filled).all() and filled[0, 7, 9] == values[0, 0, 16]

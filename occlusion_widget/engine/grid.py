@@ -12,8 +12,21 @@ from numbers import Integral
 import numpy as np
 
 #: Lattice steps of the coarse-to-fine order: every 4th position on each axis
-#: first, then every 2nd, then the rest.
+#: first, then every 2nd, then the rest. Large grids start coarser still.
 COARSE_TO_FINE_STEPS = (4, 2, 1)
+EXTRA_COARSE_STEPS = (16, 8)
+
+
+def lattice_steps(shape: tuple[int, int]) -> tuple[int, ...]:
+    """The coarse-to-fine steps for a grid of ``shape`` (gy, gx), coarsest first.
+
+    A step of 16 or 8 is added in front when its lattice still has at least
+    3x3 positions, so that the first map of a fine sweep arrives after a few
+    dozen forward passes rather than hundreds.
+    """
+    gy, gx = shape
+    extra = tuple(s for s in EXTRA_COARSE_STEPS if -(-gy // s) * -(-gx // s) >= 9)
+    return extra + COARSE_TO_FINE_STEPS
 
 
 def resolve_pair(
@@ -115,14 +128,16 @@ class MaskGrid:
     def coarse_to_fine(self) -> np.ndarray:
         """Flat position indices, coarse lattice first.
 
-        The first ``ceil(gy/4) * ceil(gx/4)`` indices already span the whole
-        input, so a sweep stopped early still has a map of all of it.
+        The first ``ceil(gy/s) * ceil(gx/s)`` indices (``s`` the coarsest of
+        :func:`lattice_steps`) already span the whole input, so a sweep stopped
+        early still has a map of all of it.
         """
         gy, gx = self.shape
+        steps = lattice_steps((gy, gx))
         iy, ix = np.meshgrid(np.arange(gy), np.arange(gx), indexing="ij")
-        level = np.full((gy, gx), len(COARSE_TO_FINE_STEPS) - 1)
-        for lvl in reversed(range(len(COARSE_TO_FINE_STEPS))):
-            step = COARSE_TO_FINE_STEPS[lvl]
+        level = np.full((gy, gx), len(steps) - 1)
+        for lvl in reversed(range(len(steps))):
+            step = steps[lvl]
             level[(iy % step == 0) & (ix % step == 0)] = lvl
         return np.argsort(level.ravel(), kind="stable")
 
@@ -146,7 +161,7 @@ def fill_from_coarse(grid: np.ndarray, computed: np.ndarray) -> np.ndarray:
     gy, gx = computed.shape
     # The finest step whose whole lattice is done.
     done_step = None
-    for step in sorted(COARSE_TO_FINE_STEPS):
+    for step in sorted(lattice_steps((gy, gx))):
         if computed[::step, ::step].all():
             done_step = step
             break

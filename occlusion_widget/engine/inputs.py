@@ -4,6 +4,7 @@ tensors and callables the sweep can use, with errors that name the parameter."""
 from __future__ import annotations
 
 import math
+import threading
 from numbers import Integral, Real
 from typing import Callable, Sequence, Union
 
@@ -126,10 +127,14 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
 
         def layer_scores(batch: torch.Tensor) -> torch.Tensor:
             captured: list[torch.Tensor] = []
+            caller = threading.get_ident()
 
             def hook(_m, _inp, out):
-                captured.append(out)
-                raise _StopForward
+                # Hooks fire for every thread's forward pass (the widget previews while it sweeps):
+                # only this call's own pass is captured and cut short.
+                if threading.get_ident() == caller and not captured:
+                    captured.append(out)
+                    raise _StopForward
 
             handle = target.register_forward_hook(hook)
             try:
