@@ -24,7 +24,8 @@ from ._frontend import COLORMAPS, build_esm, colormap_tables, load_css, result_s
 from .engine.result import UPSAMPLING, OcclusionResult
 from .engine.sweep import PRECISIONS
 from .models import ImageClassifier, load_default_model, sample_image
-from .worker import LatestRunner, PreviewEngine, Source, SweepController
+from .preview import PreviewEngine
+from .worker import LatestRunner, Source, SweepController
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")

@@ -1,4 +1,4 @@
-"""Background computation for the widget: sweeps and mask previews off the kernel's thread.
+"""Background computation for the widget: sweeps off the kernel's thread (mask previews: :mod:`.preview`).
 
 Data flows one way: the widget hands parameters to a :class:`SweepController`,
 which runs the engine in a background thread and hands results to a *sink*
@@ -22,11 +22,9 @@ Guarantees
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
@@ -36,7 +34,7 @@ import torch
 
 from .engine import occlusion_sensitivity
 from .engine.grid import MaskGrid, lattice_steps, resolve_pair
-from .engine.inputs import prepare_input, resolve_device, resolve_fill, score_function
+from .engine.inputs import prepare_input, resolve_device
 from .engine.result import OcclusionResult
 from .models import ImageClassifier, as_classifier
 
@@ -212,9 +210,9 @@ class ResultCache:
             self._items.clear()
 
 
-def _freeze(value: object) -> Hashable:
+def freeze(value: object) -> Hashable:
     if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, float):
         return round(value, 9)
     if isinstance(value, torch.device):
@@ -282,7 +280,7 @@ class SweepController:
         upsampling = params.pop("upsampling", "bicubic")
         # The wrapper itself (hashed by identity) rather than id(): the cache keeps it alive, so
         # a new model can never be mistaken for a collected one.
-        key = (source.classifier, source.digest, tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+        key = (source.classifier, source.digest, tuple(sorted((k, freeze(v)) for k, v in params.items())))
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -339,11 +337,9 @@ class SweepController:
         throttle = Throttle(self.min_interval)
         covered = False
         params = dict(job.params)
-        gate = _HookGate(job.source.classifier.module, params.get("layer"))
 
         def progress(done: int, total: int, partial: OcclusionResult) -> None:
             nonlocal covered
-            gate.release()
             first_cover = not covered and not np.isnan(partial.grid).any()
             covered = covered or first_cover
             if done < total and throttle.ready(force=first_cover):
@@ -352,12 +348,10 @@ class SweepController:
             limit = time.monotonic() + MAX_PREVIEW_PAUSE
             while time.monotonic() < min(self._paused_until, limit) and not cancel.is_set():
                 time.sleep(0.01)
-            gate.acquire()
 
         try:
             if params.get("batch_size") is None and resolve_device(params.get("device", "auto")).type == "cpu":
                 params["batch_size"] = responsive_batch(tuple(job.source.x.shape[1:]), params)
-            gate.acquire()
             result = occlusion_sensitivity(
                 job.source.classifier, job.source.x, upsampling=job.upsampling,
                 progress=progress, cancel=cancel, **params,
@@ -366,140 +360,7 @@ class SweepController:
             message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
             self._publish(job.generation, lambda: self.sink.on_failed(message))
             return
-        finally:
-            gate.release()
         if not result.complete:
             return  # cancelled: whoever cancelled it has published already
         self.cache.put(job.key, result)
         self._publish(job.generation, lambda: self.sink.on_finished(result, cached=False))
-
-
-class _HookGate:
-    """Forwards that watch a layer (``layer=``) go through a forward hook, and
-    hooks belong to the module, not to a thread: a sweep and a preview must not
-    run such a module at the same time. The sweep holds the gate during its
-    batches and lets go between them; without ``layer`` the gate does nothing.
-    """
-
-    _locks: "weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
-    _guard = threading.Lock()
-
-    def __init__(self, module: torch.nn.Module, layer: str | None):
-        self._lock = None
-        if layer is not None:
-            with _HookGate._guard:
-                self._lock = _HookGate._locks.setdefault(module, threading.Lock())
-        self._held = False
-
-    def acquire(self) -> None:
-        if self._lock is not None and not self._held:
-            self._lock.acquire()
-            self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
-
-    def __enter__(self) -> "_HookGate":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-# --- mask preview: one occluded forward pass ---------------------------------------------------
-
-
-def mask_box(cy: float, cx: float, mask: tuple[int, int], shape: tuple[int, int], clipping: bool) -> tuple[int, int, int, int]:
-    """``[y0, x0, y1, x1)`` of a mask centred at pixel (cy, cx).
-
-    Same rule as the sweep: the mask starts at ``c - m // 2``. With clipping
-    it is cut to the image; without, it is moved inside (always full size).
-    Mirrored by ``maskBox`` in ``js/geometry.js``.
-    """
-    out = []
-    for c, m, n in zip((cy, cx), mask, shape):
-        m = min(int(m), n)
-        start = math.floor(c + 0.5) - m // 2  # round half up, like Math.round
-        if clipping:
-            out.append((max(start, 0), min(start + m, n)))
-        else:
-            start = min(max(start, 0), n - m)
-            out.append((start, start + m))
-    (y0, y1), (x0, x1) = out
-    return y0, x0, y1, x1
-
-
-@dataclass(frozen=True)
-class Preview:
-    """The answer to a preview request."""
-
-    seq: int
-    box: tuple[int, int, int, int]
-    base: list[tuple[int, float]]  # top-5 (class, score), unoccluded
-    occluded: list[tuple[int, float]]  # top-5 (class, score) with the mask
-    targets: list[tuple[int, float, float]]  # (class, unoccluded, occluded) for each target
-    fill: np.ndarray | None  # the (C, H, W) replacement values when they changed, else None
-    elapsed_s: float
-
-
-class PreviewEngine:
-    """Scores the input with one mask at a given position (about one forward pass)."""
-
-    def __init__(self) -> None:
-        self._fills: dict[Hashable, torch.Tensor] = {}
-        self._base: dict[Hashable, torch.Tensor] = {}
-        self._last_fill_key: Hashable = None
-        self._lock = threading.Lock()
-
-    @torch.inference_mode()
-    def compute(self, source: Source, seq: int, cy: float, cx: float, params: dict, k: int = 5) -> Preview:
-        """Scores with the mask centred at pixel (cy, cx); ``params`` are the
-        sweep's engine parameters (``targets`` or ``top_k`` pick the classes
-        whose scores come back in ``Preview.targets``)."""
-        start = time.perf_counter()
-        x = source.x
-        shape = tuple(x.shape[1:])
-        mask = resolve_pair(params.get("mask_size", "auto"), "mask_size", shape, 0.2)  # type: ignore[arg-type]
-        if any(m > n for m, n in zip(mask, shape)):
-            raise ValueError(f"mask_size={mask} is larger than the input {shape}")
-        box = mask_box(cy, cx, mask, shape, bool(params.get("mask_clipping", True)))
-        module = source.classifier.module.eval()
-        device = resolve_device(params.get("device", "auto"))
-        score, _ = score_function(module, params.get("output", "probability"), params.get("layer"), False)
-        with self._lock:
-            fill_key = (source.digest, _freeze(params.get("mask_value", "auto")), mask)
-            fill = self._fills.get(fill_key)
-            if fill is None:
-                fill, _ = resolve_fill(params.get("mask_value", "auto"), x, mask)
-                self._fills = {fill_key: fill}
-            fill_changed = fill_key != self._last_fill_key
-            self._last_fill_key = fill_key
-            base_key = (id(module), source.digest, str(params.get("output")), params.get("layer"), str(device), params.get("precision"))
-            base = self._base.get(base_key)
-        y0, x0, y1, x1 = box
-        occluded = x.clone()
-        occluded[:, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
-        batch = occluded[None] if base is not None else torch.stack([x, occluded])
-        module.to(device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16")
-        with _HookGate(module, params.get("layer")), autocast:
-            scores = score(batch.to(device)).float().cpu()
-        if base is None:
-            base = scores[0]
-            with self._lock:
-                self._base = {base_key: base}
-        after = scores[-1]
-        kk = min(k, base.numel())
-        targets = params.get("targets")
-        if targets is None:
-            targets = base.topk(min(int(params.get("top_k") or 1), base.numel())).indices.tolist()
-        top = lambda s: [(int(i), float(s[i])) for i in s.topk(kk).indices]  # noqa: E731
-        return Preview(
-            seq=seq, box=box, base=top(base), occluded=top(after),
-            targets=[(int(t), float(base[t]), float(after[t])) for t in targets if 0 <= t < base.numel()],
-            fill=fill.cpu().numpy() if fill_changed else None,
-            elapsed_s=time.perf_counter() - start,
-        )

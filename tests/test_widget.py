@@ -15,7 +15,8 @@ from occlusion_widget import occlusion_sensitivity
 from occlusion_widget import worker as worker_module
 from occlusion_widget.models import ImageClassifier
 from occlusion_widget.widget import OcclusionWidget, to_png
-from occlusion_widget.worker import LatestRunner, Throttle, mask_box, responsive_batch
+from occlusion_widget.preview import mask_box
+from occlusion_widget.worker import LatestRunner, Throttle, responsive_batch
 
 LABELS = [f"thing {i}" for i in range(10)]
 
@@ -414,3 +415,26 @@ def test_python_only_engine_parameters_pass_through(make_widget, image) -> None:
     answer = w.request_preview(16, 16)
     assert "error" not in answer and [t["id"] for t in answer["targets"]] == ref.targets.tolist()
     assert answer["base"][0]["name"] == ref.labels[0]
+
+
+def test_preview_during_a_layer_sweep_is_correct(make_widget, image) -> None:
+    """Forward hooks belong to the module, but the layer hook captures only its own thread's
+    pass: previews while a ``layer=`` sweep runs see their own scores, and the sweep its own."""
+    model = tiny_model(delay=0.01)
+    w = make_widget(model, image, top_k=2, mask_size=8, stride=2, batch_size=4, layer="conv")  # 256 positions
+    answers = []
+    deadline = time.monotonic() + 30
+    while w.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for iy, ix in [(2, 3), (5, 1), (7, 7), (4, 12)]:
+        assert w.status == "running", "the previews ran during the sweep"
+        answers.append(((iy, ix), w.request_preview(x=ix * 2, y=iy * 2)))
+    wait_done(w)
+    ref = occlusion_sensitivity(model, image, top_k=2, mask_size=8, stride=2, layer="conv")
+    np.testing.assert_allclose(w.result.grid, ref.grid, atol=1e-5)
+    for (iy, ix), answer in answers:
+        assert "error" not in answer, answer
+        assert [t["id"] for t in answer["targets"]] == ref.targets.tolist()
+        for k, target in enumerate(answer["targets"]):
+            assert target["base"] == pytest.approx(float(ref.base_scores[k]), abs=1e-5)
+            assert target["base"] - target["occluded"] == pytest.approx(float(ref.grid[k, iy, ix]), abs=1e-5)
