@@ -1,5 +1,6 @@
-// Diverging colour scales, centred on 0. Pure. The lookup tables come from the
-// kernel (sampled from matplotlib, see occlusion_widget/_frontend.py).
+// Colour scales: diverging ones centred on 0 (signed maps: occlusion) and sequential
+// ones from 0 (non-negative maps: gradient methods; activations). Pure. The lookup
+// tables come from the kernel (sampled from matplotlib, see occlusion_widget/_frontend.py).
 
 /**
  * A lookup table: n RGB entries, flat.
@@ -49,20 +50,64 @@ export function symmetricLimit(values) {
 }
 
 /**
+ * The finite [min, max] of some values ([0, 0] when none is finite).
+ * @param {ArrayLike<number>} values
+ * @returns {[number, number]}
+ */
+export function finiteRange(values) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v < lo) lo = v; // NaN compares false
+    if (v > hi) hi = v;
+  }
+  return lo <= hi ? [lo, hi] : [0, 0];
+}
+
+/**
+ * The lookup table `name` from the `colormaps` trait (or its first table, or a blue-white-red fallback).
+ * @param {Record<string, number[]> | null | undefined} tables
+ * @param {string} name
+ * @returns {Uint8Array}
+ */
+export function tableFor(tables, name) {
+  const flat = tables?.[name] ?? Object.values(tables ?? {})[0];
+  return flat ? lookupTable(flat) : lookupTable([0, 0, 255, 255, 255, 255, 255, 0, 0]);
+}
+
+/**
+ * Scale values to 0..1 by their own finite range (a constant map becomes 0); NaN stays NaN.
+ * @param {ArrayLike<number>} values
+ * @param {Float32Array} [out]  reused when its length fits
+ * @returns {Float32Array}
+ */
+export function unitScale(values, out) {
+  const scaled = out && out.length === values.length ? out : new Float32Array(values.length);
+  const [lo, hi] = finiteRange(values);
+  const span = hi > lo ? hi - lo : 1;
+  for (let i = 0; i < values.length; i++) scaled[i] = (values[i] - lo) / span;
+  return scaled;
+}
+
+/**
  * RGBA pixels of a map over the colour scale, alpha = opacity; NaN is transparent.
+ * Signed: -limit..+limit over the table (0 in the middle); not signed: 0..limit
+ * (values below 0 get the first colour).
  * @param {ArrayLike<number>} values
  * @param {number} limit
  * @param {Uint8Array} lut
  * @param {number} opacity  0..1
  * @param {Uint8ClampedArray} [out]  reused when its length fits
+ * @param {boolean} [signed]
  * @returns {Uint8ClampedArray}
  */
-export function paintRGBA(values, limit, lut, opacity, out) {
+export function paintRGBA(values, limit, lut, opacity, out, signed = true) {
   const rgba = out && out.length === values.length * 4 ? out : new Uint8ClampedArray(values.length * 4);
   const n = lut.length / 3;
   const alpha = Math.round(Math.max(0, Math.min(1, opacity)) * 255);
-  const scale = (n - 1) / 2 / limit;
-  const mid = (n - 1) / 2;
+  const scale = signed ? (n - 1) / 2 / limit : (n - 1) / limit;
+  const mid = signed ? (n - 1) / 2 : 0;
   for (let p = 0, o = 0; p < values.length; p++, o += 4) {
     const v = values[p];
     if (v !== v) {
@@ -95,11 +140,13 @@ export function gradientCSS(lut, stops = 17) {
 }
 
 /**
- * Tick values of the colour bar, top to bottom.
+ * Tick values of the colour bar, top to bottom: -limit..limit, or 0..limit when not signed.
  * @param {number} limit
+ * @param {boolean} [signed]
  * @returns {number[]}
  */
-export function colorbarTicks(limit) {
+export function colorbarTicks(limit, signed = true) {
+  if (!signed) return [limit, (limit * 3) / 4, limit / 2, limit / 4, 0];
   return [limit, limit / 2, 0, -limit / 2, -limit];
 }
 
@@ -113,4 +160,14 @@ export function formatValue(value, digits = 3) {
   if (value === 0 || Math.abs(value) < 1e-12) return "0";
   const text = Number(Math.abs(value).toPrecision(digits)).toString();
   return (value > 0 ? "+" : "\u2212") + text;
+}
+
+/**
+ * A short number without a plus sign, for non-negative scales: "0.412", "0.0031".
+ * @param {number} value
+ * @param {number} [digits] significant digits
+ */
+export function formatMagnitude(value, digits = 3) {
+  const text = formatValue(value, digits);
+  return text.startsWith("+") ? text.slice(1) : text;
 }

@@ -1,6 +1,6 @@
 // Controls for every parameter, bound to the widget model's traits.
 
-import { h } from "./ui.js";
+import { h, renderLayerOptions } from "./ui.js";
 import { resolvePair } from "./geometry.js";
 
 const MASK_VALUES = [
@@ -41,6 +41,8 @@ function onCommit(input, fn) {
 export function buildControls(model, container, hooks) {
   /** @type {(() => void)[]} */
   const syncers = [];
+  /** @type {(() => void)[]} the ones that depend on `layer_data` (which changes often while computing) */
+  const layerSyncers = [];
   const commit = (name, value) => {
     model.set(name, value);
     model.save_changes();
@@ -133,41 +135,93 @@ export function buildControls(model, container, hooks) {
     return row("Opacity", "Heatmap opacity (drawn in the browser)", node);
   })();
 
-  const colormap = (() => {
-    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": "colormap" }));
-    node.addEventListener("change", () => commit("colormap", node.value));
+  const colormap = (name, tables, label, hint) => {
+    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": name }));
+    node.addEventListener("change", () => commit(name, node.value));
     syncers.push(() => {
-      const names = Object.keys(model.get("colormaps") ?? {});
+      const names = Object.keys(model.get(tables) ?? {});
       if (node.options.length !== names.length) node.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
-      node.value = model.get("colormap");
+      node.value = model.get(name);
     });
-    return row("Colormap", "Diverging colour scale, centred on 0", node);
+    return row(label, hint, node);
+  };
+
+  // A number committed on Enter or blur, parsed by `parse` (NaN: ignored, the field is reset).
+  const numberBox = (name, label, hint, attrs, parse) => {
+    const node = /** @type {HTMLInputElement} */ (h("input", { type: "number", class: "ow-number", "data-param": name, ...attrs }));
+    onCommit(node, () => {
+      const v = parse(node.value);
+      if (node.value === "" || !Number.isFinite(v)) return (node.value = String(model.get(name)));
+      commit(name, v);
+    });
+    syncers.push(() => (node.value = String(model.get(name))));
+    return row(label, hint, node);
+  };
+
+  const camLayer = (() => {
+    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": "gradcam_layer", class: "ow-layer-select" }));
+    node.addEventListener("change", () => commit("gradcam_layer", node.value === "" ? null : node.value));
+    const sync = () => renderLayerOptions(node, model.get("layer_data"), model.get("gradcam_layer"));
+    syncers.push(sync);
+    layerSyncers.push(sync);
+    return row("Grad-CAM layer", "The layer whose channels Grad-CAM weights (the list appears once it is traced)", node);
   })();
 
-  container.replaceChildren(
-    h(
+  const groups = {
+    occlusion: h(
       "fieldset",
-      { class: "ow-group" },
+      { class: "ow-group", "data-group": "occlusion" },
       h("legend", {}, "Occlusion"),
       pair("mask_size", "Mask size", 0.2, 2, "Side of the occluding square, in pixels"),
       pair("stride", "Stride", 0.1, 2, "Step between mask positions, in pixels (small = slow)"),
-      select("mask_value", "Mask value", MASK_VALUES, "What occluded pixels become", (s) => (s === "auto" || s === "blur" ? s : s.startsWith("[") ? JSON.parse(s) : Number(s))),
+      select("mask_value", "Mask value", MASK_VALUES, "What occluded pixels become (also the fill of the compare view's deletion curves)", (s) => (s === "auto" || s === "blur" ? s : s.startsWith("[") ? JSON.parse(s) : Number(s))),
       checkbox("mask_clipping", "Clip at edges", "On: masks centred on the lattice, cut at the border; off: full-size masks inside"),
       select("upsampling", "Upsampling", [["bicubic", "bicubic"], ["nearest", "nearest"], ["none", "none (grid)"]], "How the grid of positions becomes a map"),
       select("output", "Score", [["probability", "probability"], ["logit", "logit"]], "The score whose drop is mapped"),
       topK,
     ),
-    h("fieldset", { class: "ow-group" }, h("legend", {}, "Display"), opacity, colormap),
+    gradients: h(
+      "fieldset",
+      { class: "ow-group", "data-group": "gradients" },
+      h("legend", {}, "Gradient methods"),
+      select("gradient_output", "Score", [["logit", "logit"], ["probability", "probability"]], "The score differentiated (the logit is customary)"),
+      camLayer,
+      numberBox("n_samples", "SmoothGrad samples", "Noisy copies averaged", { min: "1", max: "500", step: "1" }, (s) => Math.round(Number(s))),
+      numberBox("noise_level", "SmoothGrad noise", "Noise sd as a fraction of the image's value range (0.1-0.2 is usual)", { min: "0", max: "1", step: "0.05" }, Number),
+    ),
+  };
+  syncers.push(() => {
+    const gradient = model.get("method") !== "occlusion";
+    groups.occlusion.classList.toggle("ow-group-active", !gradient);
+    groups.gradients.classList.toggle("ow-group-active", gradient);
+  });
+
+  container.replaceChildren(
+    groups.occlusion,
+    groups.gradients,
+    h(
+      "fieldset",
+      { class: "ow-group" },
+      h("legend", {}, "Display"),
+      opacity,
+      colormap("colormap", "colormaps", "Signed maps", "Diverging colour scale, centred on 0 (occlusion)"),
+      colormap("sequential_colormap", "sequential_colormaps", "Non-negative maps", "Sequential colour scale from 0 (gradient methods, layer activations)"),
+    ),
   );
 
   const sync = () => syncers.forEach((f) => f());
-  const names = ["mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "top_k", "targets", "opacity", "colormap", "colormaps", "resolved_params", "image_png"];
+  const names = ["mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "top_k", "targets", "opacity", "colormap",
+    "colormaps", "sequential_colormap", "sequential_colormaps", "resolved_params", "image_png", "method", "gradient_output",
+    "gradcam_layer", "n_samples", "noise_level"];
+  const syncLayers = () => layerSyncers.forEach((f) => f());
   for (const name of names) model.on(`change:${name}`, sync);
+  model.on("change:layer_data", syncLayers);
   sync();
   return {
     sync,
     dispose: () => {
       for (const name of names) model.off(`change:${name}`, sync);
+      model.off("change:layer_data", syncLayers);
     },
   };
 }

@@ -9,6 +9,8 @@
  * @property {[number, number][]} ranges  finite [min, max] per class
  * @property {[number, number][]} worst   (y, x) mask centre that lowers each class most
  * @property {boolean} complete
+ * @property {string} method  "occlusion", "grad_cam", "saliency" or "smoothgrad"
+ * @property {boolean} signed  diverging scale around 0 (occlusion) or sequential from 0
  * @property {number} version
  */
 
@@ -63,7 +65,57 @@ export function decodeMaps(payload) {
     ranges: payload.range ?? [],
     worst: payload.worst ?? [],
     complete: Boolean(payload.complete),
+    method: payload.method ?? "occlusion",
+    signed: payload.signed ?? true,
     version: payload.version ?? 0,
+  };
+}
+
+/**
+ * One compare-view panel's map, decoded; null while it has none.
+ * @param {{data?: any, shape?: number[]}} panel
+ * @returns {{values: Float32Array, height: number, width: number} | null}
+ */
+export function decodePanel(panel) {
+  const [height, width] = panel?.shape ?? [0, 0];
+  const n = height * width;
+  if (!(n > 0) || !panel.data || toBytes(panel.data).byteLength < n * 4) return null;
+  return { values: decodeFloat32(panel.data, n), height, width };
+}
+
+/**
+ * @typedef {object} Activations
+ * @property {string} layer
+ * @property {Float32Array} data  (n, h, w): the strongest channels first
+ * @property {number} n
+ * @property {number} height
+ * @property {number} width
+ * @property {number[]} channels  each tile's channel index in the layer
+ * @property {number[]} strength  each tile's strength (spatial mean or max)
+ * @property {number} total  channels in the layer
+ * @property {string} strengthBy  "mean" or "max"
+ */
+
+/**
+ * The layer view's activations, decoded; null when there are none (yet).
+ * @param {any} payload  the `layer_data` trait
+ * @returns {Activations | null}
+ */
+export function decodeActivations(payload) {
+  if (!payload || !payload.data || !Array.isArray(payload.shape) || payload.shape.length !== 3) return null;
+  const [n, height, width] = payload.shape;
+  const size = n * height * width;
+  if (!(size > 0) || toBytes(payload.data).byteLength < size * 4) return null;
+  return {
+    layer: payload.layer,
+    data: decodeFloat32(payload.data, size),
+    n,
+    height,
+    width,
+    channels: payload.channels ?? [],
+    strength: payload.strength ?? [],
+    total: payload.n_channels ?? n,
+    strengthBy: payload.strength_by ?? "mean",
   };
 }
 
@@ -74,7 +126,18 @@ export function decodeMaps(payload) {
  * @returns {Float32Array}
  */
 export function classValues(maps, index) {
-  const size = maps.height * maps.width;
-  const i = Math.max(0, Math.min(maps.k - 1, index));
-  return maps.data.subarray(i * size, (i + 1) * size);
+  return plane(maps.data, maps.k, maps.height * maps.width, index);
+}
+
+/**
+ * Plane `index` (clamped) of `count` planes of `size` values each (a view, not a copy).
+ * @param {Float32Array} data
+ * @param {number} count
+ * @param {number} size
+ * @param {number} index
+ * @returns {Float32Array}
+ */
+export function plane(data, count, size, index) {
+  const i = Math.max(0, Math.min(count - 1, index));
+  return data.subarray(i * size, (i + 1) * size);
 }

@@ -1,6 +1,7 @@
 // DOM building blocks of the widget: layout, tabs, score lists. No state, no maths.
 
 import { formatValue } from "./colormap.js";
+import { METHOD_ORDER, methodTitle, methodHint } from "./methods.js";
 
 /**
  * Create an element: h("div", {class: "x", onclick: fn}, child, "text").
@@ -45,11 +46,16 @@ export function buildLayout(el) {
     modelName: h("span", { class: "ow-model" }),
     status: h("span", { class: "ow-status", role: "status" }),
     progress: h("div", { class: "ow-progress-bar" }),
-    stop: h("button", { class: "ow-button ow-stop", type: "button", title: "Stop the sweep" }, "Stop"),
+    stop: h("button", { class: "ow-button ow-stop", type: "button", title: "Stop the computation" }, "Stop"),
+    methods: h("div", { class: "ow-methods", role: "radiogroup", "aria-label": "Method" }),
+    compareToggle: h("button", { class: "ow-toggle", type: "button", "data-view": "compare", "aria-pressed": "false", title: "The four methods side by side for the current class, with deletion / insertion AUCs" }, "Compare methods"),
+    layersToggle: h("button", { class: "ow-toggle", type: "button", "data-view": "layers", "aria-pressed": "false", title: "The strongest channels of a conv layer for this image" }, "Layer activations"),
     tabs: h("div", { class: "ow-tabs", role: "tablist" }),
     canvas: /** @type {HTMLCanvasElement} */ (h("canvas", { class: "ow-canvas" })),
     mask: h("div", { class: "ow-mask", title: "Drag the mask" }, h("div", { class: "ow-mask-cross" })),
     readout: h("div", { class: "ow-readout" }, "Hover the image to read values; drag to move the mask."),
+    barTop: h("div", { class: "ow-colorbar-end" }, "supports"),
+    barBottom: h("div", { class: "ow-colorbar-end" }, "opposes"),
     barGradient: h("div", { class: "ow-colorbar-gradient" }),
     barTicks: h("div", { class: "ow-colorbar-ticks" }),
     barCaption: h("div", { class: "ow-colorbar-caption" }),
@@ -61,6 +67,8 @@ export function buildLayout(el) {
     download: h("button", { class: "ow-button", type: "button", title: "Download the image with the heatmap as PNG" }, "Download PNG"),
     controls: h("div", { class: "ow-controls" }),
     error: h("div", { class: "ow-error", role: "alert" }),
+    compare: h("section", { class: "ow-compare ow-section", hidden: true }),
+    layers: h("section", { class: "ow-layers ow-section", hidden: true }),
   };
   refs.stage = h("div", { class: "ow-stage" }, refs.canvas, refs.mask);
   const header = h(
@@ -69,12 +77,18 @@ export function buildLayout(el) {
     h("div", { class: "ow-heading" }, refs.title, refs.modelName),
     h("div", { class: "ow-run" }, refs.status, h("div", { class: "ow-progress" }, refs.progress), refs.stop),
   );
+  const toolbar = h(
+    "div",
+    { class: "ow-toolbar" },
+    h("div", { class: "ow-method-group" }, h("span", { class: "ow-toolbar-label" }, "Method"), refs.methods),
+    h("div", { class: "ow-views" }, refs.compareToggle, refs.layersToggle),
+  );
   const colorbar = h(
     "div",
     { class: "ow-colorbar" },
-    h("div", { class: "ow-colorbar-end" }, "supports"),
+    refs.barTop,
     h("div", { class: "ow-colorbar-body" }, refs.barGradient, refs.barTicks),
-    h("div", { class: "ow-colorbar-end" }, "opposes"),
+    refs.barBottom,
   );
   const preview = h(
     "div",
@@ -96,9 +110,45 @@ export function buildLayout(el) {
     h("div", { class: "ow-bar-column" }, colorbar, refs.barCaption),
     preview,
   );
-  refs.root = h("div", { class: "ow-root" }, header, refs.tabs, main, refs.error, refs.controls);
+  refs.root = h("div", { class: "ow-root" }, header, toolbar, refs.tabs, main, refs.error, refs.compare, refs.layers, refs.controls);
   el.replaceChildren(refs.root);
   return refs;
+}
+
+/**
+ * The method selector: one button per method, the current one pressed.
+ * @param {HTMLElement} container
+ * @param {string} current
+ * @param {(method: string) => void} onSelect
+ */
+export function renderMethods(container, current, onSelect) {
+  container.replaceChildren(
+    ...METHOD_ORDER.map((m) =>
+      h(
+        "button",
+        {
+          class: "ow-method" + (m === current ? " ow-method-active" : ""),
+          type: "button",
+          role: "radio",
+          "aria-checked": m === current ? "true" : "false",
+          "data-method": m,
+          title: methodHint(m),
+          onclick: () => onSelect(m),
+        },
+        methodTitle(m),
+      ),
+    ),
+  );
+}
+
+/**
+ * A toggle button's pressed state.
+ * @param {HTMLElement} button
+ * @param {boolean} on
+ */
+export function setPressed(button, on) {
+  button.setAttribute("aria-pressed", on ? "true" : "false");
+  button.classList.toggle("ow-toggle-on", on);
 }
 
 /**
@@ -120,7 +170,7 @@ export function renderTabs(container, classes, selected, output, onSelect) {
           type: "button",
           "aria-selected": i === selected ? "true" : "false",
           "data-index": String(i),
-          title: `class ${c.id}`,
+          title: `class ${c.id}: ${output} ${formatScore(c.score, output)}`,
           onclick: () => onSelect(i),
         },
         h("span", { class: "ow-tab-name" }, c.name),
@@ -162,4 +212,24 @@ export function targetSummary(target, name, output) {
   if (!target) return "";
   const drop = target.base - target.occluded;
   return `${name}: ${formatScore(target.base, output)} \u2192 ${formatScore(target.occluded, output)} (drop ${formatValue(drop)})`;
+}
+
+/**
+ * Fill a layer dropdown: "auto" (the default layer, value ""), the layers offered, and the
+ * current value when it is not among them (set from Python).
+ * @param {HTMLSelectElement} select
+ * @param {{layers?: {name: string, shape: number[], type: string}[], default?: string | null}} data  the `layer_data` trait
+ * @param {string | null} current  the trait's value (null: auto)
+ */
+export function renderLayerOptions(select, data, current) {
+  const layers = data?.layers ?? [];
+  const signature = JSON.stringify([layers.map((l) => l.name), data?.default ?? null, current ?? null]);
+  if (select.dataset.signature === signature) return; // unchanged: keep an open dropdown open
+  select.dataset.signature = signature;
+  const shape = (s) => (s.length === 3 ? `${s[0]}\u00d7${s[1]}\u00d7${s[2]}` : s.join("\u00d7"));
+  const auto = h("option", { value: "" }, data?.default ? `auto (${data.default})` : "auto (last spatial layer)");
+  const options = layers.map((l) => h("option", { value: l.name, title: l.type }, `${l.name} \u00b7 ${shape(l.shape)}`));
+  const known = current === null || current === undefined || layers.some((l) => l.name === current);
+  select.replaceChildren(auto, ...options, ...(known ? [] : [h("option", { value: current }, current)]));
+  select.value = current ?? "";
 }

@@ -2,37 +2,20 @@
 // Data flows one way: traits -> decode -> draw. The maths lives in the helper modules.
 
 import { throttle, Sequencer } from "./throttle.js";
-import { decodeMaps, classValues, toBytes } from "./decode.js";
-import { lookupTable, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, formatValue } from "./colormap.js";
+import { decodeMaps, classValues } from "./decode.js";
+import { tableFor, symmetricLimit, gradientCSS, colorbarTicks, formatValue } from "./colormap.js";
 import { clientToImage, clamp, maskBox, boxToPercent, mapIndex, resolvePair } from "./geometry.js";
-import { h, buildLayout, renderTabs, renderScores, targetSummary } from "./ui.js";
+import { methodHeading, mapCaption, barEnds, readoutText, worstLabel } from "./methods.js";
+import { h, buildLayout, renderTabs, renderScores, targetSummary, renderMethods } from "./ui.js";
+import { decodePNG, MapPainter } from "./paint.js";
 import { buildControls } from "./controls.js";
+import { CompareView } from "./compare.js";
+import { LayerView } from "./layers.js";
 
 /** Preview requests per second while dragging. */
 const PREVIEW_HZ = 10;
 /** Largest side of the main canvas, CSS pixels. */
 const DISPLAY_SIZE = 416;
-
-/**
- * Decode PNG bytes into something drawImage accepts.
- * @param {any} value  the Bytes trait
- * @returns {Promise<CanvasImageSource | null>}
- */
-async function decodePNG(value) {
-  const bytes = toBytes(value);
-  if (bytes.byteLength === 0) return null;
-  const blob = new Blob([bytes], { type: "image/png" });
-  if (typeof createImageBitmap === "function") return createImageBitmap(blob);
-  const url = URL.createObjectURL(blob);
-  try {
-    const img = new Image();
-    img.src = url;
-    await img.decode();
-    return img;
-  } finally {
-    URL.revokeObjectURL(url);
-  }
-}
 
 class OcclusionView {
   /** @param {any} model @param {HTMLElement} el */
@@ -43,8 +26,7 @@ class OcclusionView {
     /** @type {CanvasImageSource | null} */ this.fill = null;
     /** @type {[number, number]} */ this.shape = [224, 224];
     this.maps = null;
-    this.heat = document.createElement("canvas");
-    this.rgba = undefined;
+    this.painter = new MapPainter();
     const request = model.get("preview_request") || {};
     this.mask = { x: request.x ?? 111.5, y: request.y ?? 111.5 };
     this.liveMaskSize = null; // while the mask-size slider moves
@@ -62,6 +44,8 @@ class OcclusionView {
         }
       },
     });
+    this.compare = new CompareView(model, this.ui.compare, this.ui.compareToggle, { image: () => this.image, shape: () => this.shape });
+    this.layers = new LayerView(model, this.ui.layers, this.ui.layersToggle);
     this.bindModel();
     this.bindPointer();
     this.ui.worst.addEventListener("click", () => this.moveToWorst());
@@ -71,6 +55,7 @@ class OcclusionView {
     this.onMaps();
     this.onStatus();
     this.onTabs();
+    this.onMethod();
     this.onPreview();
   }
 
@@ -84,9 +69,14 @@ class OcclusionView {
     this.on("change:fill_png", () => this.loadFill());
     this.on("change:map_data", () => this.onMaps());
     this.on("change:classes", () => this.onTabs());
+    this.on("change:resolved_params", () => this.onTabs());
     this.on("change:selected", () => (this.onTabs(), this.schedule()));
     this.on("change:opacity", () => this.schedule());
     this.on("change:colormap", () => this.schedule());
+    this.on("change:sequential_colormap", () => this.schedule());
+    this.on("change:method", () => this.onMethod());
+    this.on("change:comparison_data", () => this.onStatus());
+    this.on("change:layer_data", () => this.onStatus());
     this.on("change:status", () => this.onStatus());
     this.on("change:progress", () => this.onStatus());
     this.on("change:error", () => this.onStatus());
@@ -119,10 +109,10 @@ class OcclusionView {
     return clamp(this.model.get("selected") || 0, 0, Math.max(0, k - 1));
   }
 
-  lut() {
-    const tables = this.model.get("colormaps") || {};
-    const flat = tables[this.model.get("colormap")] || Object.values(tables)[0];
-    return flat ? lookupTable(flat) : lookupTable([0, 0, 255, 255, 255, 255, 255, 0, 0]);
+  /** @param {boolean} signed  a diverging scale (occlusion) or a sequential one (non-negative maps) */
+  lut(signed) {
+    const m = this.model;
+    return signed ? tableFor(m.get("colormaps"), m.get("colormap")) : tableFor(m.get("sequential_colormaps"), m.get("sequential_colormap"));
   }
 
   async loadImage() {
@@ -156,36 +146,44 @@ class OcclusionView {
 
   draw() {
     const { canvas } = this.ui;
-    const ctx = canvas.getContext("2d");
-    if (!ctx) return;
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    if (this.image) ctx.drawImage(this.image, 0, 0, canvas.width, canvas.height);
     const maps = this.maps;
-    const lut = this.lut();
-    let limit = 1;
-    if (maps) {
-      const values = classValues(maps, this.selected);
-      limit = symmetricLimit(values);
-      this.rgba = paintRGBA(values, limit, lut, this.model.get("opacity"), this.rgba);
-      this.heat.width = maps.width;
-      this.heat.height = maps.height;
-      const hctx = this.heat.getContext("2d");
-      hctx.putImageData(new ImageData(this.rgba, maps.width, maps.height), 0, 0);
-      ctx.imageSmoothingEnabled = this.model.get("resolved_params")?.upsampling !== "nearest" && maps.width === this.shape[1];
-      ctx.drawImage(this.heat, 0, 0, canvas.width, canvas.height);
-      ctx.imageSmoothingEnabled = true;
-    }
+    const signed = maps ? maps.signed : true;
+    const method = maps ? maps.method : this.model.get("method");
+    const lut = this.lut(signed);
+    const values = maps ? classValues(maps, this.selected) : null;
+    const limit = values ? symmetricLimit(values) : 1;
+    const smooth = this.model.get("resolved_params")?.upsampling !== "nearest" && !!maps && maps.width === this.shape[1];
+    const layer = maps && { values, height: maps.height, width: maps.width, limit, signed, lut, opacity: this.model.get("opacity"), smooth };
+    this.painter.paint(canvas, this.image, layer);
     canvas.dataset.version = String(maps ? maps.version : 0);
+    canvas.dataset.method = method;
     this.ui.barGradient.style.background = gradientCSS(lut);
-    this.ui.barTicks.replaceChildren(...colorbarTicks(limit).map((v) => h("span", {}, formatValue(v, 2))));
-    const output = this.model.get("output");
-    this.ui.barCaption.textContent = `drop in ${output === "logit" ? "logit" : "probability"} when occluded`;
+    this.ui.barGradient.dataset.signed = String(signed);
+    const format = (v) => (signed ? formatValue(v, 2) : formatValue(v, 2).replace(/^\+/, ""));
+    this.ui.barTicks.replaceChildren(...colorbarTicks(limit, signed).map((v) => h("span", {}, format(v))));
+    const [top, bottom] = barEnds(signed);
+    this.ui.barTop.textContent = top;
+    this.ui.barBottom.textContent = bottom;
+    this.ui.barCaption.textContent = mapCaption(method, this.model.get("resolved_params"), this.model.get("output"));
+    this.ui.worst.textContent = worstLabel(method);
+    this.ui.worst.title = method === "occlusion" ? "Move the mask to where it lowers the current class most" : "Move the mask to the map's peak";
     this.ui.worst.disabled = !(maps && maps.worst[this.selected]);
+  }
+
+  onMethod() {
+    const method = this.model.get("method");
+    renderMethods(this.ui.methods, method, (m) => {
+      this.model.set("method", m);
+      this.model.save_changes();
+    });
+    this.ui.title.textContent = methodHeading(method);
+    this.ui.root.dataset.method = method;
   }
 
   onTabs() {
     const classes = this.model.get("classes") || [];
-    renderTabs(this.ui.tabs, classes, this.selected, this.model.get("output"), (i) => {
+    const output = this.model.get("resolved_params")?.output ?? this.model.get("output");
+    renderTabs(this.ui.tabs, classes, this.selected, output, (i) => {
       this.model.set("selected", i);
       this.model.save_changes();
     });
@@ -202,7 +200,9 @@ class OcclusionView {
     this.ui.status.className = `ow-status ow-status-${status}`;
     this.ui.progress.style.width = `${(status === "running" ? progress : status === "done" ? 1 : progress) * 100}%`;
     this.ui.progress.parentElement.classList.toggle("ow-progress-idle", status !== "running");
-    this.ui.stop.hidden = status !== "running";
+    // The header's Stop also stops the compare and layer views' work.
+    const views = [m.get("comparison_data")?.status, m.get("layer_data")?.status];
+    this.ui.stop.hidden = status !== "running" && !views.includes("running");
     const error = status === "error" ? m.get("error") : "";
     this.ui.error.textContent = error ? `${error} \u2014 change the parameter and the maps are recomputed.` : "";
     this.ui.error.hidden = !error;
@@ -278,7 +278,8 @@ class OcclusionView {
     const i = mapIndex(x, y, this.shape, [maps.height, maps.width]);
     const value = i < 0 ? NaN : classValues(maps, this.selected)[i];
     const name = (this.model.get("classes") || [])[this.selected]?.name ?? "";
-    this.ui.readout.textContent = value === value ? `${formatValue(value)} at (${ix}, ${iy}) \u2014 occluding here changes ${name} by ${formatValue(-value)}` : `not computed yet at (${ix}, ${iy})`;
+    const peak = maps.ranges[this.selected]?.[1] ?? NaN;
+    this.ui.readout.textContent = readoutText(maps.method, value, peak, ix, iy, name);
   }
 
   moveToWorst() {
@@ -336,7 +337,8 @@ class OcclusionView {
 
   download() {
     const name = ((this.model.get("classes") || [])[this.selected]?.name ?? "map").replace(/[^\w-]+/g, "_");
-    const link = h("a", { href: this.ui.canvas.toDataURL("image/png"), download: `occlusion_${name}.png` });
+    const method = this.maps ? this.maps.method : "occlusion";
+    const link = h("a", { href: this.ui.canvas.toDataURL("image/png"), download: `${method}_${name}.png` });
     document.body.append(link);
     link.click();
     link.remove();
@@ -345,6 +347,8 @@ class OcclusionView {
   dispose() {
     for (const [event, fn] of this.listeners) this.model.off(event, fn);
     this.controls.dispose();
+    this.compare.dispose();
+    this.layers.dispose();
     this.sendPreview.cancel();
   }
 }

@@ -1,10 +1,11 @@
-"""``OcclusionWidget``: live occlusion sensitivity maps in a notebook.
+"""``OcclusionWidget``: live occlusion sensitivity maps (and gradient maps) in a notebook.
 
-The class holds typed, synced state and nothing else: parameters go to a
-:class:`~occlusion_widget.worker.SweepController` (background thread, cancel,
-cache, throttling), results come back through the ``on_*`` sink methods and
-are turned into synced state by :func:`occlusion_widget._frontend.result_state`,
-the one place that serialises results for the browser.
+The class holds typed, synced state and nothing else: what to show goes to a
+:class:`~occlusion_widget.worker.Controller` as a :class:`~occlusion_widget.worker.Plan`
+(one background thread, cancel, cache, throttling), results come back through
+the ``on_*`` sink methods and are turned into synced state by
+:mod:`occlusion_widget._frontend` (``result_state``, ``comparison_state``,
+``layer_state``), the one place that serialises results for the browser.
 """
 
 from __future__ import annotations
@@ -20,18 +21,26 @@ import ipywidgets
 import numpy as np
 import traitlets as t
 
-from ._frontend import COLORMAPS, build_esm, colormap_tables, load_css, result_state, to_png
+from ._frontend import (
+    COLORMAPS, SEQUENTIAL_COLORMAPS, build_esm, colormap_tables, comparison_state, layer_state, load_css,
+    result_state, to_png,
+)
 from .engine.result import UPSAMPLING, OcclusionResult
 from .engine.sweep import PRECISIONS
+from .methods import AttributionResult, Comparison, LayerActivations
 from .models import ImageClassifier, load_default_model, sample_image
 from .preview import PreviewEngine
-from .worker import LatestRunner, Source, SweepController
+from .worker import METHODS, CompareState, Controller, LatestRunner, LayerState, MapSpec, Plan, Source
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")
 #: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
 ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer", "batch_size", "device", "precision")
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
+#: Traits of the gradient methods and of the compare and layer views (all change what is computed).
+VIEW_PARAMS = ("method", "gradient_output", "gradcam_layer", "n_samples", "noise_level", "compare", "compare_steps",
+               "show_layers", "activation_layer", "layer_channels", "layer_strength")
+_DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected")
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,6 +60,12 @@ class OcclusionWidget(anywidget.AnyWidget):
     (``w.stride = 8``) or from the widget's controls, and the maps are
     recomputed in a background thread while the kernel stays free.
 
+    ``method`` switches the map between occlusion and the gradient methods
+    (``"grad_cam"``, ``"saliency"``, ``"smoothgrad"``, for the same classes);
+    ``compare = True`` shows all four for the current class with their
+    deletion / insertion AUCs (:attr:`comparison`), and ``show_layers = True``
+    the strongest channels of a layer (:attr:`activations`).
+
     Parameters
     ----------
     model : ImageClassifier or nn.Module, optional
@@ -65,13 +80,19 @@ class OcclusionWidget(anywidget.AnyWidget):
     **params
         Engine parameters (``mask_size``, ``stride``, ``mask_value``,
         ``mask_clipping``, ``upsampling``, ``output``, ``layer``,
-        ``batch_size``, ``device``, ``precision``; see :func:`occlusion_sensitivity`) and
-        display traits (``opacity``, ``colormap``).
+        ``batch_size``, ``device``, ``precision``; see :func:`occlusion_sensitivity`),
+        method and view traits (``method``, ``gradient_output``, ``gradcam_layer``,
+        ``n_samples``, ``noise_level``, ``compare``, ``show_layers``, ...) and
+        display traits (``opacity``, ``colormap``, ``sequential_colormap``).
 
     Attributes
     ----------
-    result : OcclusionResult or None
-        The latest result shown (partial while ``status == "running"``).
+    result : OcclusionResult, AttributionResult or None
+        The current method's latest result shown (partial while ``status == "running"``).
+    comparison : Comparison or None
+        The compare view's four maps and faithfulness curves, once all are done.
+    activations : LayerActivations or None
+        The layer view's channels, strongest first.
     """
 
     _esm = build_esm()
@@ -94,6 +115,19 @@ class OcclusionWidget(anywidget.AnyWidget):
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
 
+    # --- method, gradient parameters, compare and layer views ----------------------------------
+    method = t.Enum(METHODS, "occlusion", help="The map shown: 'occlusion', 'grad_cam', 'saliency' or 'smoothgrad' (same classes).").tag(sync=True)
+    gradient_output = t.Enum(OUTPUTS, "logit", help="The score the gradient methods differentiate (the logit is customary).").tag(sync=True)
+    gradcam_layer = t.Unicode(None, allow_none=True, help="Grad-CAM's layer (a module name); None: the last spatial layer.").tag(sync=True)
+    n_samples = t.Int(25, min=1, help="SmoothGrad: noisy copies averaged.").tag(sync=True)
+    noise_level = t.Float(0.15, min=0.0, help="SmoothGrad: noise sd as a fraction of the input's value range.").tag(sync=True)
+    compare = t.Bool(False, help="Show the four methods for the current class with deletion / insertion AUCs.").tag(sync=True)
+    compare_steps = t.Int(10, min=1, help="Python only: steps of the compare view's deletion / insertion curves.")
+    show_layers = t.Bool(False, help="Show the layer view: a layer's strongest channels for the image.").tag(sync=True)
+    activation_layer = t.Unicode(None, allow_none=True, help="The layer view's layer (a module name); None: Grad-CAM's default layer.").tag(sync=True)
+    layer_channels = t.Int(16, min=1, max=256, help="How many of the strongest channels the layer view shows.").tag(sync=True)
+    layer_strength = t.Enum(("mean", "max"), "mean", help="Channel strength in the layer view: spatial 'mean' or 'max'.").tag(sync=True)
+
     # --- what the browser shows (set by the kernel) ------------------------------------------
     model_name = t.Unicode("", help="The model's name.").tag(sync=True)
     image_png = t.Bytes(b"", help="The input as the network sees it, PNG; sent when the image changes.").tag(sync=True)
@@ -104,11 +138,15 @@ class OcclusionWidget(anywidget.AnyWidget):
     progress = t.Float(0.0, min=0.0, max=1.0, help="Fraction of mask positions done in the current sweep.").tag(sync=True)
     status = t.Enum(STATUSES, "idle", help="'idle', 'running', 'done', 'cancelled' or 'error'.").tag(sync=True)
     error = t.Unicode("", help="A readable message when status is 'error'.").tag(sync=True)
+    comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, insertion_auc}]}.").tag(sync=True)
+    layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
     preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
 
     # --- view state (set by the browser, saved with the notebook) ----------------------------
     colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)}, from matplotlib; sent once.").tag(sync=True)
-    colormap = t.Unicode("RdBu_r", help="The colormap name (a key of colormaps).").tag(sync=True)
+    colormap = t.Unicode("RdBu_r", help="The diverging colormap of occlusion maps (a key of colormaps).").tag(sync=True)
+    sequential_colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)} for non-negative maps; sent once.").tag(sync=True)
+    sequential_colormap = t.Unicode("inferno", help="The colormap of non-negative maps (gradients, activations).").tag(sync=True)
     opacity = t.Float(0.6, min=0.0, max=1.0, help="Opacity of the heatmap over the image.").tag(sync=True)
     selected = t.Int(0, help="The class tab shown (an index into classes).").tag(sync=True)
     preview_request = t.Dict(help="{x, y, seq}: the mask centre in image pixels; the kernel answers in preview.").tag(sync=True)
@@ -121,23 +159,24 @@ class OcclusionWidget(anywidget.AnyWidget):
         top_k: int = 3,
         **params: Any,
     ):
-        unknown = sorted(set(params) - set(ENGINE_PARAMS) - {"opacity", "colormap", "selected"})
+        unknown = sorted(set(params) - set(ENGINE_PARAMS) - set(VIEW_PARAMS) - set(_DISPLAY))
         if unknown:
-            raise TypeError(f"OcclusionWidget: unknown parameter(s) {', '.join(unknown)}; "
-                            f"engine parameters are {', '.join(ENGINE_PARAMS)}")
+            raise TypeError(f"OcclusionWidget: unknown parameter(s) {', '.join(unknown)}; engine parameters are "
+                            f"{', '.join(ENGINE_PARAMS)}; methods and views: {', '.join(VIEW_PARAMS)}")
         if isinstance(targets, (int, np.integer)):
             targets = [int(targets)]
         self._ready = False
-        self._result: OcclusionResult | None = None
+        self._result: OcclusionResult | AttributionResult | None = None
+        self._views: tuple[CompareState | None, LayerState | None] = (None, None)
         self._version = 0
-        self._controller = SweepController(self)
+        self._controller = Controller(self)
         self._previews = PreviewEngine()
         self._preview_runner = LatestRunner(self._run_preview, "occlusion-preview")
         self._snapshot = _Snapshot(self)
         self._source = Source.prepare(model if model is not None else _default_model(),
                                       image if image is not None else sample_image())
-        super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k,
-                         colormaps=colormap_tables(), **params)
+        super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k, colormaps=colormap_tables(),
+                         sequential_colormaps=colormap_tables(SEQUENTIAL_COLORMAPS), **params)
         self.on_msg(self._on_custom_msg)
         self._ready = True
         self._source_changed()
@@ -146,13 +185,27 @@ class OcclusionWidget(anywidget.AnyWidget):
         if not hasattr(self, "_source"):
             return "OcclusionWidget()"
         which = f"targets={list(self.targets)}" if self.targets is not None else f"top_k={self.top_k}"
-        return f"OcclusionWidget(model={self.model_name!r}, {which}, status={self.status!r})"
+        return f"OcclusionWidget(model={self.model_name!r}, method={self.method!r}, {which}, status={self.status!r})"
 
     # --- Python API ------------------------------------------------------------------------------
 
     @property
-    def result(self) -> OcclusionResult | None:
+    def result(self) -> OcclusionResult | AttributionResult | None:
+        """The current method's maps as shown (partial while ``status == "running"``)."""
         return self._result
+
+    @property
+    def comparison(self) -> Comparison | None:
+        """The compare view (``compare=True``) once its maps and curves are done: the four
+        methods' results and a :class:`FaithfulnessTable` for the current class."""
+        compare = self._views[0]
+        return compare.comparison(self._source.x.cpu().numpy()) if compare is not None else None
+
+    @property
+    def activations(self) -> LayerActivations | None:
+        """The layer view's channels (``show_layers=True``), strongest first."""
+        layers = self._views[1]
+        return layers.activations if layers is not None else None
 
     @property
     def model(self) -> ImageClassifier:
@@ -182,25 +235,58 @@ class OcclusionWidget(anywidget.AnyWidget):
             params["top_k"] = self.top_k
         return params
 
-    def wait(self, timeout: float | None = None) -> OcclusionResult | None:
-        """Block until the running sweep ends; returns :attr:`result`."""
+    def method_params(self, method: str | None = None) -> dict[str, Any]:
+        """The keyword arguments the widget passes to ``method``'s function (default: the current
+        method): :func:`occlusion_sensitivity`, :func:`grad_cam`, :func:`saliency` or :func:`smoothgrad`."""
+        method = method or self.method
+        if method == "occlusion":
+            return self.engine_params()
+        params: dict[str, Any] = {"output": self.gradient_output, "device": self.device}
+        params.update({"targets": list(self.targets)} if self.targets is not None else {"top_k": self.top_k})
+        if method == "grad_cam":
+            params["layer"] = self.gradcam_layer
+        elif method == "smoothgrad":
+            params.update(n_samples=self.n_samples, noise_level=self.noise_level)
+        return params
+
+    def wait(self, timeout: float | None = None) -> OcclusionResult | AttributionResult | None:
+        """Block until the background work ends (maps, compare and layer views); returns :attr:`result`."""
         if not self._controller.wait(timeout):
-            raise TimeoutError(f"the sweep did not finish within {timeout} s")
+            raise TimeoutError(f"the computation did not finish within {timeout} s")
         return self._result
 
     def cancel(self) -> None:
-        """Stop the running sweep (the partial maps stay; status becomes 'cancelled')."""
+        """Stop the background work (partial maps stay; status becomes 'cancelled' if the map was unfinished)."""
         if self._controller.busy:
             self._controller.cancel()
 
     def recompute(self, force: bool = False) -> None:
-        """Run the sweep for the current parameters (cached results come back at once).
+        """Compute what the widget shows for the current parameters (cached results come back at once).
 
         ``force=True`` empties the cache first, e.g. after changing the model's weights in place.
         """
         if force:
             self._controller.cache.clear()
-        self._controller.request(self._source, self.engine_params())
+        self._controller.request(self._plan())
+
+    def _map_spec(self, method: str) -> MapSpec:
+        params = self.method_params(method)
+        if method == "occlusion":
+            return MapSpec(method, {k: v for k, v in params.items() if k != "upsampling"}, params["upsampling"])
+        error = None
+        if self.layer is not None:
+            error = f"layer={self.layer!r} explains a layer's channels, which only occlusion does; set layer=None for {method}"
+        return MapSpec(method, params, error=error)
+
+    def _plan(self) -> Plan:
+        specs = {m: self._map_spec(m) for m in METHODS}
+        curve = {"steps": self.compare_steps, "mask_value": self.mask_value, "mask_size": self.mask_size, "device": self.device}
+        layer_view = {"layer": self.activation_layer, "strength": self.layer_strength, "top": self.layer_channels, "device": self.device}
+        return Plan(
+            self._source, specs[self.method], tuple(specs.values()) if self.compare else (), self.selected, curve,
+            layer_list=self.method == "grad_cam" or self.compare or self.show_layers,
+            activations=layer_view if self.show_layers else None,
+        )
 
     def request_preview(self, x: float, y: float, wait: bool = True) -> dict:
         """Score the image with the mask centred at pixel (x, y), as dragging the mask does."""
@@ -243,10 +329,11 @@ class OcclusionWidget(anywidget.AnyWidget):
             raise t.TraitError(f"mask_value={value!r} is not allowed; use 'auto', 'blur', a number or one per channel")
         return value
 
-    @t.validate("colormap")
+    @t.validate("colormap", "sequential_colormap")
     def _validate_colormap(self, proposal: dict) -> str:
-        if proposal["value"] not in COLORMAPS:
-            raise t.TraitError(f"colormap={proposal['value']!r} is not allowed; use one of {', '.join(COLORMAPS)}")
+        allowed = COLORMAPS if proposal["trait"].name == "colormap" else SEQUENTIAL_COLORMAPS
+        if proposal["value"] not in allowed:
+            raise t.TraitError(f"{proposal['trait'].name}={proposal['value']!r} is not allowed; use one of {', '.join(allowed)}")
         return proposal["value"]
 
     @t.observe(*_PARAMS)
@@ -259,6 +346,16 @@ class OcclusionWidget(anywidget.AnyWidget):
         self.recompute()
         if self.preview_request:
             self._preview_runner.submit(dict(self.preview_request))
+
+    @t.observe(*VIEW_PARAMS)
+    def _on_view_param(self, _change: dict) -> None:
+        if self._ready:
+            self.recompute()
+
+    @t.observe("selected")
+    def _on_selected(self, _change: dict) -> None:
+        if self._ready and self.compare:  # the compare view explains the current class
+            self.recompute()
 
     @t.observe("preview_request")
     def _on_preview_request(self, change: dict) -> None:
@@ -299,18 +396,19 @@ class OcclusionWidget(anywidget.AnyWidget):
             "elapsed_ms": round(answer.elapsed_s * 1000, 1),
         }
 
-    # --- the sink: called by the SweepController (under its lock, from any thread) --------------
+    # --- the sink: called by the Controller (under its lock, from any thread) ------------------
 
     def on_started(self) -> None:
         self.error = ""
         self.progress = 0.0
         self.status = "running"
 
-    def on_partial(self, result: OcclusionResult, done: int, total: int) -> None:
-        self._show(result)
+    def on_partial(self, result: OcclusionResult | AttributionResult | None, done: int, total: int) -> None:
+        if result is not None:
+            self._show(result)
         self.progress = done / total
 
-    def on_finished(self, result: OcclusionResult, cached: bool) -> None:
+    def on_finished(self, result: OcclusionResult | AttributionResult, cached: bool) -> None:
         self._show(result)
         self.error = ""
         self.progress = 1.0
@@ -324,7 +422,12 @@ class OcclusionWidget(anywidget.AnyWidget):
     def on_cancelled(self) -> None:
         self.status = "cancelled"
 
-    def _show(self, result: OcclusionResult) -> None:
+    def on_views(self, compare: CompareState | None, layers: LayerState | None) -> None:
+        self._views = (compare, layers)
+        self.comparison_data = comparison_state(compare) if compare is not None else {}
+        self.layer_data = layer_state(layers) if layers is not None else {}
+
+    def _show(self, result: OcclusionResult | AttributionResult) -> None:
         self._result = result
         self._version += 1
         state = result_state(result, self._version)
@@ -397,12 +500,13 @@ class _Snapshot:
             self._placeholder = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
         data: dict[str, Any] = {
             "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0, "model_id": self._placeholder.model_id},
-            "text/plain": "(static occlusion maps appear here once the sweep finishes)",
+            "text/plain": "(static maps appear here once they are computed)",
         }
         png = self.png(result)
         if png is not None:
             data["image/png"] = base64.b64encode(png).decode("ascii")
-            data["text/plain"] = "occlusion maps: " + ", ".join(c["name"] for c in self._owner.classes)
+            method = getattr(result or self._owner.result, "method", "occlusion")
+            data["text/plain"] = f"{method} maps: " + ", ".join(c["name"] for c in self._owner.classes)
         return data
 
     def display(self) -> None:

@@ -1,22 +1,30 @@
-"""Background computation for the widget: sweeps off the kernel's thread (mask previews: :mod:`.preview`).
+"""Background computation for the widget: maps, the method comparison and the layer view,
+off the kernel's thread (mask previews: :mod:`.preview`).
 
-Data flows one way: the widget hands parameters to a :class:`SweepController`,
-which runs the engine in a background thread and hands results to a *sink*
-(the widget), which turns them into synced state. Nothing here knows about
-traitlets; nothing in the widget does maths.
+Data flows one way: the widget describes what it shows as a :class:`Plan` (the
+current method's maps; optionally the four methods side by side with their
+deletion / insertion AUCs, and a layer's activations) and hands it to a
+:class:`Controller`. The controller computes the plan's missing *pieces* one
+after another in ONE background thread (a :class:`LatestRunner`), caches them
+and hands them to a *sink* (the widget), which turns them into synced state.
+Nothing here knows about traitlets; nothing in the widget does maths: pieces
+call the engine and :mod:`occlusion_widget.methods`.
 
 Guarantees
 ----------
-* Latest wins: a new request cancels the running sweep (the engine stops
-  within one batch) and the new sweep starts as soon as that batch is done.
-* Stale results are never published: every request bumps a generation
-  number, and a sweep may publish only while its generation is current; the
-  check and the publication happen under one lock, so once :meth:`request`
-  returns no older sweep can publish anything.
-* Partial results are throttled (at most one every ``min_interval`` seconds),
-  except the first one that covers the whole input and the final one.
-* Finished sweeps are cached by (model, image digest, parameters); a cached
-  request is published at once, on the caller's thread.
+* Latest wins: a new plan cancels the piece in flight (the engine and the
+  gradient methods stop within one batch) unless that piece is the one the new
+  plan needs next, so e.g. a class tab clicked in the compare view does not
+  restart the sweep it is waiting for.
+* Stale results are never published: a publication checks, under one lock,
+  that its piece belongs to the current plan; once :meth:`Controller.request`
+  returns, nothing computed for an older plan is shown.
+* Partial maps (occlusion, SmoothGrad) are throttled (at most one every
+  ``min_interval`` seconds), except the first occlusion map that covers the
+  whole input, and the final one.
+* Finished pieces are cached (LRU) by model, image digest, method and
+  parameters; a plan whose main map is cached is published at once, on the
+  caller's thread.
 """
 
 from __future__ import annotations
@@ -26,19 +34,28 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Protocol, Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from .engine import occlusion_sensitivity
 from .engine.grid import MaskGrid, lattice_steps, resolve_pair
 from .engine.inputs import prepare_input, resolve_device
 from .engine.result import OcclusionResult
+from .methods import (
+    AttributionResult, Cancelled, Comparison, FaithfulnessCurve, FaithfulnessTable, LayerActivations,
+    default_layer, deletion_insertion, grad_cam, layer_activations, saliency, smoothgrad, spatial_layers,
+)
+from .methods.common import map_for
+from .methods.compare import METHODS
 from .models import ImageClassifier, as_classifier
 
 log = logging.getLogger(__name__)
+
+MapResult = Union[OcclusionResult, AttributionResult]
 
 #: Bounds of the batch size the widget picks on CPU when the user gives none
 #: (see :func:`responsive_batch`).
@@ -46,6 +63,10 @@ CPU_BATCH_RANGE = (8, 24)
 
 #: The longest a sweep waits at one batch boundary while mask previews run (seconds).
 MAX_PREVIEW_PAUSE = 3.0
+
+#: Methods whose partial maps are worth showing (SmoothGrad's running mean; a half-done
+#: Grad-CAM or saliency is just some targets' maps, and takes well under a second anyway).
+STREAMING = ("occlusion", "smoothgrad")
 
 
 def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
@@ -73,20 +94,27 @@ def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
 
 
 class Sink(Protocol):
-    """What the controller calls to publish (the widget implements it)."""
+    """What the controller calls to publish (the widget implements it), always under its lock.
+
+    The ``on_*`` map calls concern the plan's main map; ``on_views`` gets the
+    comparison and layer view states, rebuilt from the cache whenever a piece
+    starts or ends (None where the plan has no such view).
+    """
 
     def on_started(self) -> None: ...
-    def on_partial(self, result: OcclusionResult, done: int, total: int) -> None: ...
-    def on_finished(self, result: OcclusionResult, cached: bool) -> None: ...
+    def on_partial(self, result: MapResult | None, done: int, total: int) -> None: ...
+    def on_finished(self, result: MapResult, cached: bool) -> None: ...
     def on_failed(self, message: str) -> None: ...
     def on_cancelled(self) -> None: ...
+    def on_views(self, compare: "CompareState | None", layers: "LayerState | None") -> None: ...
 
 
 class LatestRunner:
     """One daemon thread that runs the most recently submitted job.
 
-    ``submit`` replaces any job still waiting and sets the cancel event of the
-    job that is running; ``fn(job, cancel)`` should return soon after that.
+    ``submit`` replaces any job still waiting and (unless ``cancel_running`` is
+    False) sets the cancel event of the job that is running; ``fn(job, cancel)``
+    should return soon after that.
     """
 
     def __init__(self, fn: Callable[[Any, threading.Event], None], name: str):
@@ -99,12 +127,12 @@ class LatestRunner:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, job: Any) -> None:
+    def submit(self, job: Any, cancel_running: bool = True) -> None:
         with self._cond:
             if self._closed:
                 return
             self._pending, self._has_pending = job, True
-            if self._cancel is not None:
+            if self._cancel is not None and cancel_running:
                 self._cancel.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
@@ -181,23 +209,23 @@ class Throttle:
 
 
 class ResultCache:
-    """A small LRU of finished results."""
+    """A small LRU of finished pieces (maps, curves, layer lists, activations)."""
 
-    def __init__(self, maxsize: int = 32):
+    def __init__(self, maxsize: int = 48):
         self.maxsize = maxsize
-        self._items: OrderedDict[Hashable, OcclusionResult] = OrderedDict()
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> OcclusionResult | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             if key not in self._items:
                 return None
             self._items.move_to_end(key)
             return self._items[key]
 
-    def put(self, key: Hashable, result: OcclusionResult) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
-            self._items[key] = result
+            self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
@@ -211,6 +239,8 @@ class ResultCache:
 
 
 def freeze(value: object) -> Hashable:
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(freeze(v) for v in value)
     if isinstance(value, float):
@@ -237,80 +267,249 @@ class Source:
         digest = hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()
         return cls(classifier, x, digest)
 
+    def key(self, *parts: Hashable) -> Hashable:
+        # The wrapper itself (hashed by identity) rather than id(): the cache keeps it alive, so
+        # a new model can never be mistaken for a collected one.
+        return (self.classifier, self.digest) + parts
 
-@dataclass
-class _Job:
-    generation: int
-    key: Hashable
-    params: dict
-    source: Source
+
+# --- what to compute ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One method's maps for all targets.
+
+    ``params`` are the method function's keyword arguments (``targets`` or
+    ``top_k`` included); occlusion's ``upsampling`` is kept apart and applied to
+    the cached sweep, so switching it never recomputes. ``error``: why the
+    widget cannot ask for this map (published as the error instead).
+    """
+
+    method: str
+    params: dict = field(hash=False)
     upsampling: str = "bicubic"
+    error: str | None = None
+
+    def key(self, source: Source) -> Hashable:
+        return source.key("map", self.method, freeze(self.params), self.error)
+
+    def shown(self, result: MapResult) -> MapResult:
+        """The result as displayed: occlusion sweeps with this spec's upsampling."""
+        if self.method != "occlusion" or result.params.upsampling == self.upsampling:
+            return result
+        return result.with_upsampling(self.upsampling)
 
 
-class SweepController:
-    """Runs sweeps for a sink: latest request wins, stale results never land.
+@dataclass(frozen=True)
+class Plan:
+    """Everything the widget shows now. Pieces are computed in this order: the
+    main map, the layer list and activations, the other methods' maps, then
+    the faithfulness curves of the compare view's class."""
+
+    source: Source
+    main: MapSpec
+    compare: tuple[MapSpec, ...] = ()  # the compare view's methods (display order); () when it is closed
+    selected: int = 0  # the class tab: the compare view explains targets[selected]
+    curve_params: dict = field(default_factory=dict, hash=False)  # deletion_insertion keyword arguments
+    layer_list: bool = False  # the layer names (Grad-CAM's and the layer view's dropdowns)
+    activations: dict | None = field(default=None, hash=False)  # layer_activations keyword arguments; None: no layer view
+
+    def map_specs(self) -> list[MapSpec]:
+        specs, keys = [], set()
+        for spec in (self.main, *self.compare):
+            if spec.key(self.source) not in keys:
+                keys.add(spec.key(self.source))
+                specs.append(spec)
+        return specs
+
+    def target(self, cache: ResultCache) -> int | None:
+        """The compare view's class: ``targets[selected]`` of the first map computed."""
+        for spec in self.map_specs():
+            result = cache.get(spec.key(self.source))
+            if result is not None and len(result.targets):
+                return int(result.targets[min(max(self.selected, 0), len(result.targets) - 1)])
+        return None
+
+    def curve_key(self, spec: MapSpec, target: int) -> Hashable:
+        return self.source.key("curve", spec.key(self.source), spec.upsampling, target, freeze(self.curve_params))
+
+    def pieces(self, cache: ResultCache) -> list["_Piece"]:
+        specs = self.map_specs()
+        out = [_Piece("map", specs[0].key(self.source), specs[0])]
+        if self.layer_list:
+            out.append(_Piece("layers", self.source.key("layers")))
+        if self.activations is not None:
+            out.append(_Piece("activations", self.source.key("activations", freeze(self.activations))))
+        out += [_Piece("map", spec.key(self.source), spec) for spec in specs[1:]]
+        target = self.target(cache) if self.compare else None
+        if target is not None:
+            out += [_Piece("curve", self.curve_key(spec, target), (spec, target)) for spec in self.compare]
+        return out
+
+
+@dataclass(frozen=True)
+class _Piece:
+    kind: str  # "map", "layers", "activations" or "curve"
+    key: Hashable
+    spec: Any = None
+
+
+def compute_map(source: Source, spec: MapSpec, progress: Callable, cancel: threading.Event) -> MapResult | None:
+    """One method's maps (None when cancelled): the engine or :mod:`occlusion_widget.methods`."""
+    if spec.error:
+        raise ValueError(spec.error)
+    params = dict(spec.params)
+    model, x = source.classifier, source.x
+    if spec.method == "occlusion":
+        if params.get("batch_size") is None and resolve_device(params.get("device", "auto")).type == "cpu":
+            params["batch_size"] = responsive_batch(tuple(x.shape[1:]), params)
+        result = occlusion_sensitivity(model, x, upsampling=spec.upsampling, progress=progress, cancel=cancel, **params)
+        return result if result.complete else None  # cancelled: the partial map stays as last published
+    function = {"grad_cam": grad_cam, "saliency": saliency, "smoothgrad": smoothgrad}[spec.method]
+    try:
+        return function(model, x, progress=progress, cancel=cancel, **params)
+    except Cancelled:
+        return None
+
+
+def compute_curve(source: Source, result: MapResult, target: int, params: dict,
+                  cancel: threading.Event) -> FaithfulnessCurve | None:
+    """Deletion and insertion curves of ``result``'s map for ``target`` (None when cancelled)."""
+    if result.maps.shape[-2:] != tuple(source.x.shape[1:]):
+        result = result.with_upsampling("nearest")  # occlusion with upsampling "none": one cell per position
+    try:
+        return deletion_insertion(source.classifier, source.x, map_for(result, target), target, cancel=cancel, **params)
+    except Cancelled:
+        return None
+
+
+@dataclass(frozen=True)
+class LayerList:
+    """The layers offered in the dropdowns: (name, (C, h, w), module type) in forward order."""
+
+    layers: list[tuple[str, tuple[int, ...], str]]
+    default: str
+
+
+def conv_layers(source: Source) -> LayerList:
+    """The convolutions among :func:`spatial_layers`, and the default layer (Grad-CAM's)."""
+    default = default_layer(source.classifier, source.x)
+    modules = dict(source.classifier.module.named_modules())
+    return LayerList([(name, shape, type(modules[name]).__name__) for name, shape in spatial_layers(source.classifier, source.x)
+                      if isinstance(modules[name], nn.Conv2d) or name == default], default)
+
+
+# --- what the views show -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One method in the compare view. Statuses: pending, running, done, error or stopped."""
+
+    method: str
+    result: MapResult | None
+    curve: FaithfulnessCurve | None
+    status: str
+    curve_status: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CompareState:
+    target: int | None
+    label: str | None
+    panels: tuple[Panel, ...]
+
+    @property
+    def complete(self) -> bool:
+        return all(p.status == "done" and p.curve_status == "done" for p in self.panels)
+
+    def comparison(self, image: np.ndarray) -> Comparison | None:
+        """As :func:`occlusion_widget.methods.compare_methods` returns it, once everything is done."""
+        if not self.complete or self.target is None:
+            return None
+        curves = {p.method: p.curve for p in self.panels}
+        probability = float(next(iter(curves.values())).deletion_scores[0])  # the input's probability
+        return Comparison(self.target, self.label, probability, {p.method: p.result for p in self.panels},
+                          FaithfulnessTable(curves, self.target, self.label), image, {})
+
+
+@dataclass(frozen=True)
+class LayerState:
+    layers: LayerList | None
+    activations: LayerActivations | None
+    status: str
+    error: str = ""
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
+
+
+class Controller:
+    """Computes a sink's :class:`Plan` piece by piece in one background thread.
 
     Parameters
     ----------
     sink : Sink
-        Gets ``on_started``, ``on_partial``, ``on_finished``, ``on_failed`` and
-        ``on_cancelled``, always with the generation lock held.
     min_interval : float
-        The least time between two published partial results (seconds).
+        The least time between two published partial maps (seconds).
     """
 
-    def __init__(self, sink: Sink, min_interval: float = 0.2, cache_size: int = 32):
+    def __init__(self, sink: Sink, min_interval: float = 0.2, cache_size: int = 48):
         self.sink = sink
         self.min_interval = min_interval
         self.cache = ResultCache(cache_size)
         self._lock = threading.Lock()
-        self._generation = 0
-        self._runner = LatestRunner(self._run, "occlusion-sweep")
+        self._plan: Plan | None = None
+        self._running: Hashable = None  # the key of the piece in flight
+        self._failed: dict[Hashable, str] = {}
+        self._stopped = False
+        self._shown: Hashable = None  # what on_finished published last, to skip re-publishing it
+        self._runner = LatestRunner(self._run, "occlusion-worker")
         self._paused_until = 0.0
 
     # --- requests (any thread, normally the kernel's) ---------------------------------------
 
-    def request(self, source: Source, params: dict) -> None:
-        """Compute occlusion maps for ``params`` (engine keyword arguments).
-
-        ``upsampling`` is applied to a cached sweep of the same positions, so
-        switching it is instant once the grid is known.
-        """
-        params = dict(params)
-        upsampling = params.pop("upsampling", "bicubic")
-        # The wrapper itself (hashed by identity) rather than id(): the cache keeps it alive, so
-        # a new model can never be mistaken for a collected one.
-        key = (source.classifier, source.digest, tuple(sorted((k, freeze(v)) for k, v in params.items())))
+    def request(self, plan: Plan) -> None:
+        """Show ``plan``: cached pieces at once, the rest in the background."""
         with self._lock:
-            self._generation += 1
-            generation = self._generation
-            cached = self.cache.get(key)
+            self._plan, self._stopped = plan, False
+            self._failed.clear()
+            cached = self.cache.get(plan.main.key(plan.source))
             if cached is not None:
-                self._runner.cancel()
-                try:
-                    result = cached if cached.params.upsampling == upsampling else cached.with_upsampling(upsampling)
-                except ValueError as exc:  # a bad upsampling name
-                    self.sink.on_failed(str(exc))
-                    return
-                self.sink.on_finished(result, cached=True)
-                return
-            self.sink.on_started()
-        self._runner.submit(_Job(generation, key, params, source, upsampling))
+                self._finish_main(plan, cached, cached=True)
+            else:
+                self._shown = None
+                self.sink.on_started()
+            todo = self._next(plan)
+            keep = todo is not None and todo.key == self._running
+            self._publish_views()
+        if todo is None:
+            self._runner.cancel()
+        else:
+            self._runner.submit(plan, cancel_running=not keep)
 
     def yield_to_preview(self, seconds: float = 0.3) -> None:
-        """Let mask previews have the CPU: the sweep waits at its next batch
+        """Let mask previews have the CPU: the worker waits at its next batch
         boundary until no preview was asked for during ``seconds``."""
         self._paused_until = time.monotonic() + seconds
 
     def cancel(self) -> None:
-        """Stop the running sweep; its partial result stays, status becomes "cancelled"."""
+        """Stop: a partial map stays and status becomes "cancelled"; views keep what is done."""
         with self._lock:
-            self._generation += 1
+            self._stopped = True
             self._runner.cancel()
-            self.sink.on_cancelled()
+            plan = self._plan
+            main = plan.main.key(plan.source) if plan is not None else None
+            if main is not None and self.cache.get(main) is None and main not in self._failed:
+                self._shown = None
+                self.sink.on_cancelled()
+            self._publish_views()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until no sweep runs or waits; False on timeout."""
+        """Block until nothing runs or waits; False on timeout."""
         return self._runner.wait_idle(timeout)
 
     @property
@@ -319,48 +518,133 @@ class SweepController:
 
     def close(self, timeout: float = 0.0) -> None:
         with self._lock:
-            self._generation += 1
+            self._plan = None
         self._runner.close(timeout)
 
-    # --- the sweep thread ---------------------------------------------------------------------
+    # --- the worker thread ---------------------------------------------------------------------
 
-    def _publish(self, generation: int, fn: Callable[[], None]) -> bool:
-        with self._lock:
-            if generation != self._generation:
-                return False
-            fn()
-            return True
+    def _next(self, plan: Plan) -> _Piece | None:
+        return next((p for p in plan.pieces(self.cache) if p.key not in self._failed and self.cache.get(p.key) is None), None)
 
-    def _run(self, job: _Job, cancel: threading.Event) -> None:
-        if job.generation != self._generation:
-            return
+    def _run(self, _plan: Plan, cancel: threading.Event) -> None:
+        while not cancel.is_set():
+            with self._lock:
+                plan = self._plan
+                piece = None if plan is None or self._stopped else self._next(plan)
+                if piece is None:
+                    return
+                self._running = piece.key
+                self._publish_views()
+            value, error = None, None
+            try:
+                value = self._compute(plan, piece, cancel)
+            except Exception as exc:  # noqa: BLE001 - the engine's errors name the parameter; a model may raise anything
+                error = _message(exc)
+            with self._lock:
+                self._running = None
+                if error is not None:
+                    self._failed[piece.key] = error
+                elif value is not None:
+                    self.cache.put(piece.key, value)
+                current = self._plan
+                if current is not None and piece.key == current.main.key(current.source):
+                    if error is not None:
+                        self._shown = None
+                        self.sink.on_failed(error)
+                    elif value is not None:
+                        self._finish_main(current, value, cached=False)
+                self._publish_views()
+
+    def _compute(self, plan: Plan, piece: _Piece, cancel: threading.Event) -> Any:
+        source = plan.source
+        if piece.kind == "map":
+            return compute_map(source, piece.spec, self._progress(piece, cancel), cancel)
+        if piece.kind == "curve":
+            spec, target = piece.spec
+            return compute_curve(source, spec.shown(self.cache.get(spec.key(source))), target, plan.curve_params, cancel)
+        if piece.kind == "layers":
+            return conv_layers(source)
+        return layer_activations(source.classifier, source.x, **plan.activations)
+
+    def _progress(self, piece: _Piece, cancel: threading.Event) -> Callable:
         throttle = Throttle(self.min_interval)
         covered = False
-        params = dict(job.params)
+        method = piece.spec.method
 
-        def progress(done: int, total: int, partial: OcclusionResult) -> None:
+        def progress(done: int, total: int, partial: MapResult | None) -> None:
             nonlocal covered
-            first_cover = not covered and not np.isnan(partial.grid).any()
-            covered = covered or first_cover
+            first_cover = False
+            if method == "occlusion" and partial is not None:
+                first_cover = not covered and not np.isnan(partial.grid).any()
+                covered = covered or first_cover
             if done < total and throttle.ready(force=first_cover):
-                self._publish(job.generation, lambda: self.sink.on_partial(partial, done, total))
-            # While the user drags the mask, previews come first (bounded, so the sweep still moves).
+                with self._lock:
+                    plan = self._plan
+                    if not cancel.is_set() and plan is not None and piece.key == plan.main.key(plan.source):
+                        shown = plan.main.shown(partial) if partial is not None and method in STREAMING else None
+                        self.sink.on_partial(shown, done, total)
+            # While the user drags the mask, previews come first (bounded, so the work still moves).
             limit = time.monotonic() + MAX_PREVIEW_PAUSE
             while time.monotonic() < min(self._paused_until, limit) and not cancel.is_set():
                 time.sleep(0.01)
 
+        return progress
+
+    # --- publication (lock held) ---------------------------------------------------------------
+
+    def _finish_main(self, plan: Plan, result: MapResult, cached: bool) -> None:
+        shown_key = (plan.main.key(plan.source), plan.main.upsampling)
+        if cached and shown_key == self._shown:
+            return  # on screen already (e.g. a class tab clicked in the compare view)
         try:
-            if params.get("batch_size") is None and resolve_device(params.get("device", "auto")).type == "cpu":
-                params["batch_size"] = responsive_batch(tuple(job.source.x.shape[1:]), params)
-            result = occlusion_sensitivity(
-                job.source.classifier, job.source.x, upsampling=job.upsampling,
-                progress=progress, cancel=cancel, **params,
-            )
-        except Exception as exc:  # noqa: BLE001 - the engine's errors name the parameter; a model may raise anything
-            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
-            self._publish(job.generation, lambda: self.sink.on_failed(message))
+            shown = plan.main.shown(result)
+        except ValueError as exc:  # a bad upsampling name
+            self._shown = None
+            self.sink.on_failed(str(exc))
             return
-        if not result.complete:
-            return  # cancelled: whoever cancelled it has published already
-        self.cache.put(job.key, result)
-        self._publish(job.generation, lambda: self.sink.on_finished(result, cached=False))
+        self._shown = shown_key
+        self.sink.on_finished(shown, cached=cached)
+
+    def _status(self, key: Hashable) -> str:
+        if key == self._running:
+            return "running"
+        if key in self._failed:
+            return "error"
+        return "stopped" if self._stopped else "pending"
+
+    def _publish_views(self) -> None:
+        plan = self._plan
+        if plan is None:
+            return
+        compare = None
+        if plan.compare:
+            target = plan.target(self.cache)
+            panels, label = [], None
+            for spec in plan.compare:
+                key = spec.key(plan.source)
+                result = self.cache.get(key)
+                curve_key = plan.curve_key(spec, target) if target is not None else None
+                curve = self.cache.get(curve_key) if curve_key is not None else None
+                status = "done" if result is not None else self._status(key)
+                curve_status = "done" if curve is not None else "pending" if curve_key is None else self._status(curve_key)
+                if result is not None and target is not None and result.labels and target in result.targets:
+                    label = result.labels[int(np.flatnonzero(result.targets == target)[0])]
+                error = self._failed.get(key) or self._failed.get(curve_key, "")
+                panels.append(Panel(spec.method, spec.shown(result) if result is not None else None, curve, status, curve_status, error))
+            compare = CompareState(target, label, tuple(panels))
+        layers = None
+        if plan.layer_list or plan.activations is not None:
+            names_key = plan.source.key("layers")
+            acts_key = plan.source.key("activations", freeze(plan.activations)) if plan.activations is not None else None
+            acts = self.cache.get(acts_key) if acts_key is not None else None
+            status = "done" if acts is not None or acts_key is None else self._status(acts_key)
+            error = self._failed.get(acts_key) or self._failed.get(names_key, "")
+            layers = LayerState(self.cache.get(names_key), acts, status, error)
+        self.sink.on_views(compare, layers)
+
+
+__all__ = [
+    "METHODS", "CompareState", "Controller", "LatestRunner", "LayerList", "LayerState", "MapSpec", "Panel",
+    "Plan", "ResultCache", "Sink", "Source", "Throttle", "compute_curve", "compute_map", "conv_layers",
+    "responsive_batch",
+]

@@ -20,15 +20,18 @@ JS = Path(__file__).resolve().parent.parent / "js"
 def test_node_unit_tests(tmp_path: Path) -> None:
     tables = tmp_path / "colormaps.json"
     tables.write_text(json.dumps(_frontend.colormap_tables()))
+    sequential = tmp_path / "sequential.json"
+    sequential.write_text(json.dumps(_frontend.colormap_tables(_frontend.SEQUENTIAL_COLORMAPS)))
     proc = subprocess.run(
         ["node", "--test", "test/"], cwd=JS, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "OW_COLORMAPS": str(tables)},
+        env={**os.environ, "OW_COLORMAPS": str(tables), "OW_SEQUENTIAL": str(sequential)},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     counts = {k: int(v) for k, v in re.findall(r"^# (tests|pass|fail|skipped) (\d+)", out, re.M)}
     assert counts.get("tests", 0) >= 20 and counts.get("fail") == 0, out[-2000:]
     assert counts.get("skipped") == 0, "the colormap tests should run on the real tables"
+    assert "every sequential table gets lighter" in out
 
 
 def test_esm_is_one_module_without_local_imports() -> None:

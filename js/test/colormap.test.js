@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, formatValue } from "../colormap.js";
+import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, formatValue, formatMagnitude, finiteRange, unitScale, tableFor } from "../colormap.js";
 
 // The real tables (sampled from matplotlib by occlusion_widget._frontend.colormap_tables)
 // when tests/test_js.py passes them in OW_COLORMAPS; RdBu_r's two ends and centre otherwise.
@@ -9,6 +9,8 @@ const tables = process.env.OW_COLORMAPS
   ? JSON.parse(readFileSync(process.env.OW_COLORMAPS, "utf8"))
   : { RdBu_r: [5, 48, 97, 247, 247, 247, 103, 0, 31] };
 const rdbu = lookupTable(tables.RdBu_r);
+// The sequential tables (OW_SEQUENTIAL, from the same function) for non-negative maps.
+const sequential = process.env.OW_SEQUENTIAL ? JSON.parse(readFileSync(process.env.OW_SEQUENTIAL, "utf8")) : null;
 
 test("every table is 256 RGB entries in 0..255", { skip: !process.env.OW_COLORMAPS && "no OW_COLORMAPS" }, () => {
   for (const [name, flat] of Object.entries(tables)) {
@@ -87,4 +89,45 @@ test("colour bar ticks and value formatting", () => {
   assert.equal(formatValue(0), "0");
   assert.equal(formatValue(NaN), "–");
   assert.equal(formatValue(0.5, 2), "+0.5");
+});
+
+test("every sequential table gets lighter from 0 to the top", { skip: !sequential && "no OW_SEQUENTIAL" }, () => {
+  const light = (c) => 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+  for (const [name, flat] of Object.entries(sequential)) {
+    const lut = lookupTable(flat);
+    assert.equal(flat.length, 256 * 3, name);
+    const steps = [0, 0.25, 0.5, 0.75, 1].map((t) => light(colorFor(lut, 2 * t - 1, 1)));
+    for (let i = 1; i < steps.length; i++) assert.ok(steps[i] > steps[i - 1], `${name}: lighter at step ${i}`);
+  }
+});
+
+test("paintRGBA without sign maps 0..limit over the whole table and clamps below 0", () => {
+  const lut = lookupTable([0, 0, 0, 128, 128, 128, 255, 255, 255]);
+  const px = paintRGBA(new Float32Array([0, 1, 2, -1, NaN]), 2, lut, 1, undefined, false);
+  assert.deepEqual([...px.slice(0, 4)], [0, 0, 0, 255]);
+  assert.deepEqual([...px.slice(4, 8)], [128, 128, 128, 255]);
+  assert.deepEqual([...px.slice(8, 12)], [255, 255, 255, 255]);
+  assert.deepEqual([...px.slice(12, 16)], [0, 0, 0, 255], "below 0: the first colour");
+  assert.equal(px[19], 0, "NaN is transparent");
+});
+
+test("colour bar ticks of a sequential scale run from the limit down to 0", () => {
+  assert.deepEqual(colorbarTicks(2, false), [2, 1.5, 1, 0.5, 0]);
+  assert.equal(formatMagnitude(0.41234), "0.412");
+  assert.equal(formatMagnitude(0), "0");
+});
+
+test("finiteRange and unitScale ignore NaN; a constant map scales to 0", () => {
+  assert.deepEqual(finiteRange([3, NaN, -1, 2]), [-1, 3]);
+  assert.deepEqual(finiteRange([NaN]), [0, 0]);
+  assert.deepEqual([...unitScale([2, 4, 3])], [0, 1, 0.5]);
+  assert.deepEqual([...unitScale([5, 5])], [0, 0]);
+  const out = new Float32Array(2);
+  assert.equal(unitScale([1, 2], out), out, "reuses a buffer of the right size");
+});
+
+test("tableFor picks a table by name, else the first, else a fallback", () => {
+  assert.deepEqual([...tableFor({ a: [1, 2, 3, 4, 5, 6], b: [6, 5, 4, 3, 2, 1] }, "b")], [6, 5, 4, 3, 2, 1]);
+  assert.deepEqual([...tableFor({ a: [1, 2, 3, 4, 5, 6] }, "zzz")], [1, 2, 3, 4, 5, 6]);
+  assert.equal(tableFor(undefined, "x").length, 9);
 });

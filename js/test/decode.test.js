@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { toBytes, decodeFloat32, decodeMaps, classValues } from "../decode.js";
+import { toBytes, decodeFloat32, decodeMaps, classValues, decodePanel, decodeActivations, plane } from "../decode.js";
 
 const floatBytes = (values) => new Uint8Array(new Float32Array(values).buffer);
 
@@ -49,4 +49,37 @@ test("decodeMaps returns null for empty or inconsistent payloads", () => {
   assert.equal(decodeMaps(undefined), null);
   assert.equal(decodeMaps({ data: floatBytes([1]), shape: [1, 2, 2] }), null);
   assert.equal(decodeMaps({ data: floatBytes([1]), shape: [1, 1] }), null);
+});
+
+test("decodeMaps carries the method and whether the scale is signed (default: occlusion, signed)", () => {
+  const data = floatBytes([1, 2, 3, 4]);
+  assert.equal(decodeMaps({ data, shape: [1, 2, 2] }).method, "occlusion");
+  assert.equal(decodeMaps({ data, shape: [1, 2, 2] }).signed, true);
+  const grad = decodeMaps({ data, shape: [1, 2, 2], method: "grad_cam", signed: false });
+  assert.equal(grad.method, "grad_cam");
+  assert.equal(grad.signed, false);
+});
+
+test("decodePanel reads one compare panel's map, null while it has none", () => {
+  const panel = decodePanel({ data: new DataView(floatBytes([1, 2, 3, 4, 5, 6]).buffer), shape: [2, 3] });
+  assert.equal(panel.height, 2);
+  assert.equal(panel.width, 3);
+  assert.deepEqual([...panel.values], [1, 2, 3, 4, 5, 6]);
+  assert.equal(decodePanel({ data: new Uint8Array(0), shape: [0, 0] }), null);
+  assert.equal(decodePanel({ data: floatBytes([1]), shape: [2, 2] }), null);
+  assert.equal(decodePanel(undefined), null);
+});
+
+test("decodeActivations reads the tiles with channel indices and strengths; plane slices one", () => {
+  const acts = decodeActivations({
+    data: floatBytes([1, 2, 3, 4, 5, 6, 7, 8]), shape: [2, 2, 2], layer: "conv", channels: [7, 3], strength: [6.5, 2.5],
+    n_channels: 8, strength_by: "mean",
+  });
+  assert.equal(acts.n, 2);
+  assert.equal(acts.total, 8);
+  assert.deepEqual(acts.channels, [7, 3]);
+  assert.deepEqual([...plane(acts.data, acts.n, 4, 1)], [5, 6, 7, 8]);
+  assert.deepEqual([...plane(acts.data, acts.n, 4, 9)], [5, 6, 7, 8], "index clamps");
+  assert.equal(decodeActivations({ status: "running", layers: [] }), null);
+  assert.equal(decodeActivations({ data: floatBytes([1]), shape: [2, 2, 2] }), null);
 });
