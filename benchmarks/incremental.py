@@ -35,7 +35,7 @@ from captum.attr import Occlusion
 
 from occlusion_widget.engine.drilldown import drilldown_sensitivity, map_agreement
 from occlusion_widget.engine.grid import MaskGrid
-from occlusion_widget.engine.incremental import IncrementalEvaluator, make_incremental_score
+from occlusion_widget.engine.incremental import make_incremental_score
 from occlusion_widget.engine.incremental.strategy import AUTO_MAX_COST_RATIO
 from occlusion_widget.engine.sweep import _occlude, occlusion_sensitivity
 from occlusion_widget.models import from_torchvision, load_default_model, sample_image

@@ -14,7 +14,8 @@ from occlusion_widget.engine.grid import MaskGrid
 from occlusion_widget.engine.incremental import (
     IncrementalEvaluator, UnsupportedModel, make_incremental_score, supports,
 )
-from occlusion_widget.engine.incremental.graph import normalize_boxes, window_boxes, Window
+from occlusion_widget.engine.incremental.boxes import normalize_boxes, window_boxes
+from occlusion_widget.engine.incremental.graph import Window
 from occlusion_widget.engine.sweep import _occlude
 from occlusion_widget.models import Normalize
 

@@ -5,13 +5,15 @@ layer only needs recomputing over the mask's projective field (Krypton,
 Nakandala et al., SIGMOD 2019). :class:`IncrementalEvaluator` does it for any
 network torch.fx can trace; :func:`make_incremental_score` is what the sweep calls.
 
-``graph``      tracing, node classes, dirty-box propagation, FLOP counts (pure);
+``graph``      tracing, node classes, batch-norm folding;
+``boxes``      dirty-box propagation, crop plans, FLOP counts (pure integer arithmetic);
 ``evaluator``  cached activations + batched crop evaluation;
 ``strategy``   "auto" / "full" / "incremental".
 """
 
 from .evaluator import IncrementalEvaluator, supports
-from .graph import DENSE_FRACTION, FlopCount, UnsupportedModel
+from .boxes import DENSE_FRACTION, FlopCount
+from .graph import UnsupportedModel
 from .strategy import AUTO_MAX_COST_RATIO, AUTO_MIN_MACS, STRATEGIES, make_incremental_score
 
 __all__ = [

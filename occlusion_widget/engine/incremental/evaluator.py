@@ -27,10 +27,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import (
-    DENSE_FRACTION, Analysis, FlopCount, Plan, UnsupportedModel, analyze, count_flops, fixed_plans,
-    fold_batchnorm, is_spatial_const, propagate, _is_shape_query,
-)
+from .boxes import DENSE_FRACTION, FlopCount, Plan, count_flops, fixed_plans, propagate
+from .graph import Analysis, UnsupportedModel, _is_shape_query, analyze, fold_batchnorm, is_spatial_const
 
 #: Positions probed by :meth:`IncrementalEvaluator.flop_report`: every offset
 #: along a stride period of this length (32 = the total stride of most CNNs).
