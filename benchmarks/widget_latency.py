@@ -2,7 +2,9 @@
 
 * parameter change -> the first partial map covering the whole image (no NaN) set on
   the synced ``map_data`` trait, and -> status "done";
-* mask preview round trip: ``preview_request`` set -> ``preview`` answer set.
+* mask preview round trip: ``preview_request`` set -> ``preview`` answer set;
+* method switch (Grad-CAM, saliency, SmoothGrad, uncached) -> status "done", and
+  opening the compare view -> its four maps and AUCs done.
 
 Targets (issue 3, 2-core CPU): first full map < 2 s, preview < 200 ms.
 
@@ -149,6 +151,25 @@ def main() -> None:
     during = drag(30)
     w.cancel()
     w.wait(30)
+
+    # Gradient methods: classes not explained before, so nothing comes from the cache.
+    switches: dict[str, list[float]] = {"grad_cam": [], "saliency": [], "smoothgrad": []}
+    compares = []
+    w.stride = "auto"
+    print(f"\n{'method switch (new classes)':34s} {'done':>8s}")
+    for r in range(args.repeat):
+        for method in switches:
+            _, done = _first_full_map(w, {"method": method, "targets": [400 + r, 500 + r]})
+            switches[method].append(done)
+            print(f"{method:34s} {done:6.2f} s")
+        start = time.perf_counter()
+        with w.hold_trait_notifications():
+            w.method, w.targets, w.compare = "grad_cam", [700 + r], True
+        w.wait(600)
+        compares.append(time.perf_counter() - start)
+        assert w.comparison is not None, w.comparison_data.get("status")
+        print(f"{'compare view (4 maps + AUCs)':34s} {compares[-1]:6.2f} s")
+        w.compare = False
     w.close()
 
     ms = lambda xs: f"median {statistics.median(xs) * 1000:.0f} ms, max {max(xs) * 1000:.0f} ms"  # noqa: E731
@@ -160,6 +181,9 @@ def main() -> None:
     print(f"  preview round trip (idle):                   {ms(idle)}   (target < 200 ms)")
     print(f"  preview round trip (drag during a sweep):    {ms(during)}; first move {during[0] * 1000:.0f} ms")
     print(f"  cached settings:                             {cached * 1000:.1f} ms")
+    for method, times in switches.items():
+        print(f"  {'switch to ' + method + ':':45s}{s(times)}")
+    print(f"  {'compare view (4 maps + AUCs, steps=10):':45s}{s(compares)}")
 
 
 if __name__ == "__main__":

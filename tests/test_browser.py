@@ -1,13 +1,15 @@
 """End to end: JupyterLab on localhost, a notebook running ``OcclusionWidget()``, driven by
 Playwright in Debian's Chromium as a person would use it.
 
-Screenshots go to ``artifacts/`` (the last one is also copied to ``docs/widget.png``).
+Screenshots go to ``artifacts/``; the occlusion view is also copied to ``docs/widget.png``
+(the README shows it) and the compare view to ``docs/widget_compare.png``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -147,6 +149,72 @@ def _text(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
 
+def _use_the_methods(page, root) -> None:
+    """Method selector, compare view and layer view."""
+    occlusion = page.evaluate(CANVAS_STATS, ".ow-canvas")
+    assert page.locator(".ow-colorbar-gradient").get_attribute("data-signed") == "true"
+
+    # Grad-CAM from the selector: another map, on a sequential scale from 0.
+    page.locator(".ow-method[data-method='grad_cam']").click()
+    page.wait_for_selector(".ow-method[data-method='grad_cam'][aria-checked='true']")
+    page.wait_for_selector(".ow-canvas[data-method='grad_cam']", timeout=60_000)
+    page.wait_for_selector(".ow-root[data-status='done']", timeout=60_000)
+    page.wait_for_timeout(300)
+    cam = page.evaluate(CANVAS_STATS, ".ow-canvas")
+    assert cam["checksum"] != occlusion["checksum"], "the map changed"
+    assert page.locator(".ow-colorbar-gradient").get_attribute("data-signed") == "false"
+    ticks = page.locator(".ow-colorbar-ticks span").all_inner_texts()
+    assert ticks[-1] == "0" and not any(t.startswith(("+", "\u2212")) for t in ticks), ticks
+    assert "Grad-CAM" in _text(page, ".ow-colorbar-caption") and page.locator(".ow-actions button").first.inner_text() == "Map peak"
+    stage = page.locator(".ow-stage").bounding_box()
+    page.mouse.move(stage["x"] + stage["width"] * 0.4, stage["y"] + stage["height"] * 0.6)
+    page.wait_for_function("() => document.querySelector('.ow-readout').innerText.includes('Grad-CAM for')", timeout=10_000)
+
+    # The compare view: four panels, each with its deletion and insertion AUC once computed.
+    page.locator(".ow-toggle[data-view='compare']").click()
+    page.wait_for_function("() => document.querySelectorAll('.ow-compare-card').length === 4", timeout=30_000)
+    page.wait_for_selector(".ow-compare[data-status='done']", timeout=90_000)
+    cards = page.locator(".ow-compare-card")
+    titles = [cards.nth(i).locator(".ow-compare-title").inner_text() for i in range(4)]
+    assert titles == ["Occlusion", "Grad-CAM", "Saliency", "SmoothGrad"], titles
+    for i in range(4):
+        aucs = cards.nth(i).locator(".ow-aucs").inner_text()
+        assert re.search(r"deletion\s+0\.\d{3}", aucs) and re.search(r"insertion\s+0\.\d{3}", aucs), aucs
+    assert "ow-compare-current" in (cards.nth(1).get_attribute("class") or "")
+    panels = [page.evaluate(CANVAS_STATS, f".ow-compare-card[data-method='{m}'] canvas")["checksum"]
+              for m in ("occlusion", "grad_cam", "saliency", "smoothgrad")]
+    assert len(set(panels)) == 4, "four different maps"
+    # The picture for the docs: the widget down to the compare view (the parameter controls left out).
+    page.evaluate("() => { document.querySelector('.ow-controls').style.display = 'none';"
+                  " document.querySelector('.ow-root').scrollIntoView({block: 'start'}); }")
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    root.screenshot(path=str(ARTIFACTS / "widget_compare.png"))
+    page.evaluate("() => { document.querySelector('.ow-controls').style.display = ''; }")
+    shutil.copyfile(ARTIFACTS / "widget_compare.png", ROOT / "docs" / "widget_compare.png")
+
+    # Clicking a panel shows that method above.
+    page.locator(".ow-compare-card[data-method='saliency']").click()
+    page.wait_for_selector(".ow-canvas[data-method='saliency']", timeout=30_000)
+    page.locator(".ow-toggle[data-view='compare']").click()
+    page.wait_for_selector(".ow-compare", state="hidden")
+
+    # The layer view: a grid of the strongest channels, labelled with index and strength.
+    page.locator(".ow-toggle[data-view='layers']").click()
+    page.wait_for_function("() => document.querySelectorAll('.ow-layer-tile').length === 16", timeout=60_000)
+    options = page.locator("select[data-param='activation_layer'] option").all_inner_texts()
+    assert options[0].startswith("auto (1._swish)") and any("1._conv_stem" in o for o in options), options[:3]
+    assert "1280 channels" in _text(page, ".ow-layer-summary")
+    labels = page.locator(".ow-layer-tile figcaption").all_inner_texts()
+    assert all(re.match(r"#\d+\s+[+\u2212]?[\d.]+", label) for label in labels), labels[:3]
+    page.locator("select[data-param='activation_layer']").select_option("1._conv_stem")
+    page.wait_for_function("() => document.querySelector('.ow-layer-summary').innerText.startsWith('1._conv_stem: 32 channels')", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "widget-3-layers.png"), full_page=True)
+    page.locator(".ow-toggle[data-view='layers']").click()
+    page.locator(".ow-method[data-method='occlusion']").click()
+    page.wait_for_selector(".ow-canvas[data-method='occlusion']", timeout=30_000)
+
+
 def test_widget_in_jupyterlab(page, jupyter_lab) -> None:
     try:
         _use_the_widget(page, *jupyter_lab)
@@ -252,6 +320,8 @@ def _use_the_widget(page, url: str, notebook: Path) -> None:
     page.screenshot(path=str(ARTIFACTS / "widget-2-final.png"), full_page=True)
     (ROOT / "docs").mkdir(exist_ok=True)
     shutil.copyfile(ARTIFACTS / "widget.png", ROOT / "docs" / "widget.png")
+
+    _use_the_methods(page, root)
 
     # Saved, the notebook carries the widget state and a static PNG for viewers without widgets.
     page.keyboard.press("Control+s")
