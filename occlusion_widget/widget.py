@@ -280,10 +280,14 @@ class OcclusionWidget(anywidget.AnyWidget):
 
     def _plan(self) -> Plan:
         specs = {m: self._map_spec(m) for m in METHODS}
+        compare = tuple(specs.values()) if self.compare else ()
+        if self.compare and self.layer is not None:  # the curves score classes, not a layer's channels
+            compare = tuple(MapSpec(m, {}, error=f"layer={self.layer!r}: the compare view explains classes; set layer=None")
+                            for m in METHODS)
         curve = {"steps": self.compare_steps, "mask_value": self.mask_value, "mask_size": self.mask_size, "device": self.device}
         layer_view = {"layer": self.activation_layer, "strength": self.layer_strength, "top": self.layer_channels, "device": self.device}
         return Plan(
-            self._source, specs[self.method], tuple(specs.values()) if self.compare else (), self.selected, curve,
+            self._source, specs[self.method], compare, self.selected, curve,
             layer_list=self.method == "grad_cam" or self.compare or self.show_layers,
             activations=layer_view if self.show_layers else None,
         )

@@ -179,6 +179,10 @@ def test_a_layer_sweep_has_no_gradient_counterpart(make_widget, image) -> None:
     assert w.status == "error" and "layer='conv'" in w.error
     w.method = "occlusion"
     assert w.status == "done"
+    w.compare = True  # the curves score classes, not channels: every panel says so
+    w.wait(30)
+    assert w.status == "done" and w.comparison_data["status"] == "error"
+    assert all("layer='conv'" in p["error"] for p in w.comparison_data["panels"])
 
 
 def test_compare_view_aucs_equal_deletion_insertion(make_widget, image) -> None:
