@@ -1,6 +1,13 @@
 """occlusion-widget: occlusion sensitivity maps for PyTorch image classifiers, live in Jupyter."""
 
-from .engine import ImportantRegion, OcclusionParams, OcclusionResult, occlusion_sensitivity
+from .engine import (
+    ImportantRegion,
+    OcclusionParams,
+    OcclusionResult,
+    drilldown_sensitivity,
+    map_agreement,
+    occlusion_sensitivity,
+)
 from .methods import (
     AttributionResult,
     compare_methods,
@@ -24,6 +31,8 @@ __all__ = [
     "OcclusionWidget",
     "OcclusionResult",
     "compare_methods",
+    "drilldown_sensitivity",
+    "map_agreement",
     "deletion_insertion",
     "faithfulness_table",
     "grad_cam",

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..models import ImageClassifier, as_classifier
 from .grid import MaskGrid, fill_from_coarse, resolve_pair
+from .incremental import STRATEGIES, make_incremental_score
 from .inputs import Output, prepare_input, resolve_device, resolve_fill, resolve_targets, score_function
 from .result import UPSAMPLING, OcclusionParams, OcclusionResult, upsample
 
@@ -38,6 +39,7 @@ def occlusion_sensitivity(
     batch_size: int | None = None,
     device: str | torch.device = "auto",
     precision: str = "float32",
+    strategy: str = "auto",
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> OcclusionResult:
@@ -86,6 +88,15 @@ def occlusion_sensitivity(
     precision : "float32" or "bfloat16"
         "bfloat16" runs the network under autocast: about 3x faster on CPUs
         with AMX and on tensor-core GPUs, with scores accurate to ~1e-2.
+    strategy : "auto", "full" or "incremental"
+        "incremental" recomputes, in every layer, only the part the mask can
+        change, from activations cached on the unoccluded input (exact: the
+        same maps within 1e-4; 2-3x faster on CNNs for masks up to ~20% of the
+        input). "full" runs the whole network on every occluded input. "auto"
+        goes incremental when the model supports it and the estimated cost is
+        below 0.8 of a full pass. A model torch.fx cannot trace, or with an op
+        it does not know before global pooling, runs the full path
+        ("incremental" warns once); so do ``layer=`` and 1-D signals.
     progress : callable(done, total, partial), optional
         Called after every batch with the positions done so far and a partial
         result (coarse positions come first, so it covers the whole input early).
@@ -107,6 +118,8 @@ def occlusion_sensitivity(
         raise ValueError(f"batch_size={batch_size!r} is not allowed; use None or a positive int")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed; use 'float32' or 'bfloat16'")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not allowed; use 'auto', 'full' or 'incremental'")
     if cancel is not None and not hasattr(cancel, "is_set"):
         raise TypeError("cancel: expected a threading.Event (anything with is_set())")
 
@@ -127,14 +140,14 @@ def occlusion_sensitivity(
         module.to(memory_format=torch.channels_last)
     try:
         return _run(classifier, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
-                    output, layer, batch, dev, progress, cancel, channels_last, precision)
+                    output, layer, batch, dev, progress, cancel, channels_last, precision, strategy)
     finally:
         module.train(was_training)
 
 
 @torch.inference_mode()
 def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
-         batch, dev, progress, cancel, channels_last, precision) -> OcclusionResult:
+         batch, dev, progress, cancel, channels_last, precision, strategy) -> OcclusionResult:
     start = time.perf_counter()
     network_score, output_name = score_function(classifier.module, output, layer, is_signal)
 
@@ -147,6 +160,10 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
     target_idx = resolve_targets(targets, top_k, base_all)
     target_t = torch.as_tensor(target_idx, device=dev)
     base = base_all[target_t]
+    incremental = make_incremental_score(classifier.module, x, fill, output, strategy=strategy,
+                                         mask_size=grid.mask_size, layer=layer, is_signal=is_signal,
+                                         precision=precision)
+    used = "full" if incremental is None else "incremental"
 
     flat_boxes = torch.as_tensor(grid.boxes.reshape(-1, 4), device=dev)
     order = grid.coarse_to_fine()
@@ -166,7 +183,7 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             mask_size=(grid.mask_size[1],) if is_signal else grid.mask_size,
             stride=(grid.stride[1],) if is_signal else grid.stride,
             mask_value=reported_value, mask_clipping=grid.clipping, upsampling=upsampling,
-            output=output_name, batch_size=batch, device=str(dev), precision=precision,
+            output=output_name, batch_size=batch, device=str(dev), precision=precision, strategy=used,
         )
         squeeze = (lambda a: a[:, 0]) if is_signal else (lambda a: a)
         return OcclusionResult(
@@ -184,10 +201,13 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
         idx = order[done : done + batch]
         boxes = flat_boxes[torch.as_tensor(idx, device=dev)]
         try:
-            occluded = _occlude(x, fill, boxes, rows, cols)
-            if channels_last:
-                occluded = occluded.contiguous(memory_format=torch.channels_last)
-            scores = score(occluded)
+            if incremental is not None:
+                scores = incremental(boxes)
+            else:
+                occluded = _occlude(x, fill, boxes, rows, cols)
+                if channels_last:
+                    occluded = occluded.contiguous(memory_format=torch.channels_last)
+                scores = score(occluded)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
