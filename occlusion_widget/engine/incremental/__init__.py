@@ -5,7 +5,9 @@ layer only needs recomputing over the mask's projective field (Krypton,
 Nakandala et al., SIGMOD 2019). :class:`IncrementalEvaluator` does it for any
 network torch.fx can trace; :func:`make_incremental_score` is what the sweep calls.
 
-``graph``      tracing, node classes, batch-norm folding;
+``graph``      tracing, the node-by-node clean run, batch-norm folding;
+``classify``   node classes (pointwise / window / pad / cat / dense), window extraction;
+``nodes``      the data types (NodeInfo, Window, Analysis, UnsupportedModel);
 ``boxes``      dirty-box propagation, crop plans, FLOP counts (pure integer arithmetic);
 ``evaluator``  cached activations + batched crop evaluation;
 ``strategy``   "auto" / "full" / "incremental".

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .boxes import DENSE_FRACTION, FlopCount, Plan, count_flops, fixed_plans, propagate
-from .graph import Analysis, UnsupportedModel, _is_shape_query, analyze, fold_batchnorm, is_spatial_const
+from .classify import _is_shape_query, is_spatial_const
+from .graph import Analysis, UnsupportedModel, analyze, fold_batchnorm
 
 #: Positions probed by :meth:`IncrementalEvaluator.flop_report`: every offset
 #: along a stride period of this length (32 = the total stride of most CNNs).
