@@ -1,7 +1,7 @@
 """Cached-activation batched evaluation of occluded inputs (Krypton-style, generic over torch.fx).
 
 Every node's activation on the clean input is computed once. For a batch of
-mask boxes, each node then holds, according to its :class:`~.graph.Plan`:
+mask boxes, each node then holds, according to its :class:`~.boxes.Plan`:
 
 * nothing ("clean": its cached activation is right for every position);
 * a batch of crops (B, C, h, w), one per position, of a common size and at a
