@@ -53,7 +53,7 @@ def test_refined_positions_are_exact_and_fewer_positions_run():
     n = info["fine_positions"]
     assert n == exact.grid[0].size
     assert info["coarse_positions"] + info["refined_positions"] <= int(np.ceil(0.25 * n)) + info["coarse_positions"]
-    evaluated = sum(counting.batch_sizes) - 1  # minus the unoccluded pass
+    evaluated = sum(counting.batch_sizes) - 2  # minus the unoccluded pass of the coarse and the refining sweep
     assert evaluated == info["coarse_positions"] + info["refined_positions"] < 0.5 * n
     # Every evaluated position holds the exact value; the rest are interpolated.
     np.testing.assert_allclose(approx.grid[:, approx.computed], exact.grid[:, approx.computed], atol=1e-4)

@@ -226,3 +226,18 @@ def test_a_failing_model_surfaces_its_own_error():
 
     with pytest.raises(RuntimeError, match="layer 7"):
         occlusion_sensitivity(Broken(), torch.rand(3, 8, 8))
+
+
+def test_positions_restricts_the_sweep():
+    model = CountingModule(small_cnn())
+    x = torch.rand(3, 24, 24)
+    full = occlusion_sensitivity(model.inner, x, [0, 3], mask_size=4, stride=2)
+    region = np.zeros(full.grid.shape[1:], bool)
+    region[2:5, 3:9] = True  # 18 positions
+    part = occlusion_sensitivity(model, x, [0, 3], mask_size=4, stride=2, positions=region, batch_size=8)
+    assert sum(model.batch_sizes) == 1 + 18
+    np.testing.assert_array_equal(part.computed, region)
+    np.testing.assert_allclose(part.grid[:, region], full.grid[:, region], atol=1e-6)
+    assert np.isnan(part.grid[:, ~region]).all()
+    with pytest.raises(ValueError, match="positions"):
+        occlusion_sensitivity(model, x, 0, mask_size=4, stride=2, positions=np.ones((3, 3), bool))

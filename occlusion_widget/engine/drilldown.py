@@ -18,14 +18,13 @@ from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..models import ImageClassifier, as_classifier
 from .grid import MaskGrid, resolve_pair
-from .inputs import prepare_input, resolve_device, resolve_fill, score_function
+from .inputs import prepare_input
 from .result import OcclusionResult, upsample
-from .sweep import DEFAULT_BATCH, _occlude, occlusion_sensitivity
+from .sweep import occlusion_sensitivity
 
 _NOT_HERE = ("progress", "cancel")
 
@@ -108,9 +107,11 @@ def drilldown_sensitivity(
 
     n_forward = coarse.n_forward
     if idx.size:
-        drops, batches = _score_positions(classifier, x, fine.boxes.reshape(-1, 4)[idx], coarse, mask, engine_params)
-        values.reshape(k, -1)[:, idx] = drops
-        n_forward += batches
+        same_targets = {key: v for key, v in sweep_params.items() if key != "top_k"}
+        refined = occlusion_sensitivity(classifier, x, coarse.targets.tolist(), mask_size=mask, stride=stride,
+                                        positions=refine, **same_targets)
+        values[:, refine] = refined.grid[:, refine]
+        n_forward += refined.n_forward - 1  # its unoccluded pass repeats the coarse one
     computed = lattice | refine
     upsampling = coarse.params.upsampling
     params = replace(coarse.params, stride=fine.stride, strategy="drilldown")
@@ -138,50 +139,6 @@ def _interpolate(grid: np.ndarray, shape: tuple[int, int], factor: int) -> np.nd
         w = (t - i0).reshape([-1 if a == axis else 1 for a in range(3)])
         out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i1, axis=axis) * w
     return out
-
-
-@torch.inference_mode()
-def _score_positions(classifier: ImageClassifier, x: torch.Tensor, boxes: np.ndarray, coarse: OcclusionResult,
-                     mask: tuple[int, int], params: dict) -> tuple[np.ndarray, int]:
-    """Base score minus occluded score (K, N) at ``boxes``, scored as the sweep scores."""
-    dev = resolve_device(params.get("device", "auto"))
-    module = classifier.module
-    was_training = module.training
-    module.to(dev).eval()
-    channels_last = any(isinstance(m, nn.Conv2d) for m in module.modules())
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
-    try:
-        x = x.to(dev)
-        output, layer = params.get("output", "probability"), params.get("layer")
-        precision = params.get("precision", "float32")
-        network_score, _ = score_function(module, output, layer, False)
-        fill, _ = resolve_fill(params.get("mask_value", "auto"), x, mask)
-        from .incremental import make_incremental_score
-
-        incremental = make_incremental_score(module, x, fill, output, strategy=params.get("strategy", "auto"),
-                                             mask_size=mask, layer=layer, precision=precision)
-        batch = params.get("batch_size") or DEFAULT_BATCH.get(dev.type, 32)
-        targets = torch.as_tensor(coarse.targets, device=dev)
-        base = torch.as_tensor(coarse.base_scores, device=dev)
-        rows, cols = torch.arange(x.shape[1], device=dev), torch.arange(x.shape[2], device=dev)
-        all_boxes = torch.as_tensor(boxes, device=dev)
-        out, n = [], 0
-        for s in range(0, len(all_boxes), batch):
-            b = all_boxes[s : s + batch]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-                if incremental is not None:
-                    scores = incremental(b)
-                else:
-                    occluded = _occlude(x, fill, b, rows, cols)
-                    if channels_last:
-                        occluded = occluded.contiguous(memory_format=torch.channels_last)
-                    scores = network_score(occluded)
-            out.append((base[:, None] - scores.float()[:, targets].T).cpu().numpy())
-            n += 1
-        return np.concatenate(out, axis=1), n
-    finally:
-        module.train(was_training)
 
 
 def map_agreement(approx: OcclusionResult | np.ndarray, exact: OcclusionResult | np.ndarray, top: float = 0.10) -> dict:

@@ -40,6 +40,7 @@ def occlusion_sensitivity(
     device: str | torch.device = "auto",
     precision: str = "float32",
     strategy: str = "auto",
+    positions: np.ndarray | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> OcclusionResult:
@@ -97,6 +98,9 @@ def occlusion_sensitivity(
         below 0.8 of a full pass. A model torch.fx cannot trace, or with an op
         it does not know before global pooling, runs the full path
         ("incremental" warns once); so do ``layer=`` and 1-D signals.
+    positions : bool array (gy, gx), optional
+        Evaluate only these mask positions (e.g. stride 1 in a region of
+        interest); ``computed`` marks them and ``grid`` is NaN elsewhere.
     progress : callable(done, total, partial), optional
         Called after every batch with the positions done so far and a partial
         result (coarse positions come first, so it covers the whole input early).
@@ -128,6 +132,11 @@ def occlusion_sensitivity(
     mask_pair = resolve_pair(mask_size, "mask_size", spatial, 0.2)
     stride_pair = resolve_pair(stride, "stride", spatial, 0.1)
     grid = MaskGrid.build(spatial, mask_pair, stride_pair, bool(mask_clipping))
+    if positions is not None:
+        positions = np.asarray(positions)
+        if positions.dtype != bool or positions.shape != grid.shape:
+            raise ValueError(f"positions: expected a bool array of the grid's shape {grid.shape}, "
+                             f"got {positions.dtype} {positions.shape}")
     dev = resolve_device(device)
     batch = batch_size or DEFAULT_BATCH.get(dev.type, 32)
 
@@ -140,14 +149,14 @@ def occlusion_sensitivity(
         module.to(memory_format=torch.channels_last)
     try:
         return _run(classifier, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
-                    output, layer, batch, dev, progress, cancel, channels_last, precision, strategy)
+                    output, layer, batch, dev, progress, cancel, channels_last, precision, strategy, positions)
     finally:
         module.train(was_training)
 
 
 @torch.inference_mode()
 def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
-         batch, dev, progress, cancel, channels_last, precision, strategy) -> OcclusionResult:
+         batch, dev, progress, cancel, channels_last, precision, strategy, positions) -> OcclusionResult:
     start = time.perf_counter()
     network_score, output_name = score_function(classifier.module, output, layer, is_signal)
 
@@ -167,6 +176,8 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
 
     flat_boxes = torch.as_tensor(grid.boxes.reshape(-1, 4), device=dev)
     order = grid.coarse_to_fine()
+    if positions is not None:
+        order = order[positions.ravel()[order]]
     changes = np.zeros((len(target_idx), grid.size), dtype=np.float32)
     computed = np.zeros(grid.size, dtype=bool)
     n_forward, done = 1, 0
@@ -177,7 +188,10 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
     def result(complete: bool) -> OcclusionResult:
         raw = changes.reshape(-1, *grid.shape)
         comp = computed.reshape(grid.shape)
-        values = raw if complete else fill_from_coarse(raw, comp)
+        if positions is not None:
+            values = np.where(comp, raw, np.nan).astype(np.float32)
+        else:
+            values = raw if complete else fill_from_coarse(raw, comp)
         maps = upsample(values, x.shape[1:], upsampling)
         params = OcclusionParams(
             mask_size=(grid.mask_size[1],) if is_signal else grid.mask_size,
@@ -195,7 +209,7 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             n_forward=n_forward, elapsed_s=time.perf_counter() - start,
         )
 
-    while done < grid.size:
+    while done < len(order):
         if cancel is not None and cancel.is_set():
             return result(complete=False)
         idx = order[done : done + batch]
@@ -220,7 +234,7 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
         computed[idx] = True
         done += len(idx)
         if progress is not None:
-            progress(done, grid.size, result(complete=done == grid.size))
+            progress(done, len(order), result(complete=done == len(order)))
     return result(complete=True)
 
 
