@@ -1,10 +1,16 @@
 """Mask preview: the scores with one mask at a given position (about one forward pass).
 
 The widget runs previews on their own thread (a :class:`~occlusion_widget.worker.LatestRunner`)
-while a sweep runs on another. Forward hooks belong to a module, not a thread,
-but the engine's layer hook (``layer=``, see ``score_function``) captures only
-the calling thread's own forward pass, so a preview and a ``layer=`` sweep can
-run the same module at the same time.
+while a sweep runs on another. Two things are shared between the threads:
+
+* forward hooks belong to a module, not a thread, but the engine's layer hook
+  (``layer=``, see ``score_function``) captures only the calling thread's own
+  forward pass, so a preview and a ``layer=`` sweep can run the same module at
+  the same time;
+* torch.fx patches ``nn.Module.__call__`` process-wide while it traces a model
+  (the sweep's incremental path does, once per model): a forward pass in
+  another thread meanwhile fails or corrupts the trace. The engine traces
+  under a lock, and a preview's forward pass takes the same lock.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from .engine.grid import resolve_pair
+from .engine.incremental.graph import _TRACE_LOCK  # see the module docstring
 from .engine.inputs import resolve_device, resolve_fill, score_function
 from .worker import Source, freeze
 
@@ -96,7 +103,7 @@ class PreviewEngine:
         batch = occluded[None] if base is not None else torch.stack([x, occluded])
         module.to(device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16")
-        with autocast:
+        with _TRACE_LOCK, autocast:
             scores = score(batch.to(device)).float().cpu()
         if base is None:
             base = scores[0]

@@ -438,3 +438,29 @@ def test_preview_during_a_layer_sweep_is_correct(make_widget, image) -> None:
         for k, target in enumerate(answer["targets"]):
             assert target["base"] == pytest.approx(float(ref.base_scores[k]), abs=1e-5)
             assert target["base"] - target["occluded"] == pytest.approx(float(ref.grid[k, iy, ix]), abs=1e-5)
+
+
+def test_previews_while_the_sweep_traces_the_model_are_correct(make_widget, monkeypatch) -> None:
+    """The sweep's incremental path traces the model with torch.fx, which patches
+    nn.Module.__call__ process-wide while it runs: a preview's forward pass then must wait."""
+    from occlusion_widget.models import load_default_model, sample_image
+
+    real_call_module = torch.fx.Tracer.call_module
+
+    def slow_call_module(self, *args, **kwargs):  # a trace of ~1 s instead of ~0.06 s: previews overlap it
+        time.sleep(0.005)
+        return real_call_module(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.fx.Tracer, "call_module", slow_call_module)
+    model = load_default_model()  # a fresh module: its first sweep traces it
+    w = make_widget(model, sample_image(), top_k=1)
+    answers = []
+    while w.status == "running" and len(answers) < 30:
+        answers.append(w.request_preview(60 + len(answers), 100))
+    wait_done(w, 300)
+    assert len(answers) > 3 and all("error" not in a for a in answers), [a["error"] for a in answers if "error" in a]
+    monkeypatch.undo()
+    ref = occlusion_sensitivity(model, sample_image(), top_k=1, strategy="full")
+    np.testing.assert_allclose(w.result.grid, ref.grid, atol=2e-4, err_msg="the trace was not disturbed")
+    again = make_widget(model, sample_image(), top_k=1, stride=56).request_preview(60 + len(answers) - 1, 100)
+    assert again["targets"][0]["occluded"] == pytest.approx(answers[-1]["targets"][0]["occluded"], abs=1e-4)
