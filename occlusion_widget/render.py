@@ -17,11 +17,14 @@ def symmetric_limit(maps: np.ndarray) -> float:
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
-def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", alpha: float = 0.6, max_columns: int = 3):
+def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", alpha: float = 0.6, max_columns: int = 3,
+           sequential_cmap: str = "inferno"):
     """A matplotlib Figure: one panel per target, the map over the input.
 
     Red is where the region supports the class (occluding it lowers the score),
-    blue where it works against it. Titles give class name and base score.
+    blue where it works against it (``cmap``, centred on 0). Non-negative
+    gradient maps use ``sequential_cmap`` from 0. Titles give class name and
+    base score.
     """
     from matplotlib.figure import Figure
 
@@ -31,7 +34,7 @@ def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", al
     fig = Figure(figsize=(4.2 * columns, 4.0 * rows if not result.is_signal else 2.6 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     score_name = "p" if result.params.output == "probability" else "score"
-    method = getattr(result, "method", "occlusion")
+    method = result.method
     bar_label = "score drop when occluded" if method == "occlusion" else f"{method.replace('_', '-')} attribution"
     for i, ax in enumerate(axes.flat):
         if i >= k:
@@ -40,7 +43,7 @@ def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", al
         limit = symmetric_limit(result.maps[i])  # each panel on its own scale, like MATLAB's imagesc
         # Signed maps get a diverging scale centred on 0; non-negative ones (gradients) a sequential one.
         signed = method == "occlusion" or np.nanmin(result.maps[i]) < 0
-        panel_cmap, vmin = (cmap, -limit) if signed else ("inferno", 0.0)
+        panel_cmap, vmin = (cmap, -limit) if signed else (sequential_cmap, 0.0)
         label = result.labels[i] if result.labels else f"class {int(result.targets[i])}"
         ax.set_title(f"{label} ({score_name}={result.base_scores[i]:.2f})", fontsize=11)
         if result.is_signal:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Union
+from typing import ClassVar, Union
 
 import numpy as np
 import torch
@@ -82,6 +82,7 @@ class OcclusionResult:
     elapsed_s : float
     """
 
+    method: ClassVar[str] = "occlusion"  # AttributionResult names its gradient method here
     grid: np.ndarray
     maps: np.ndarray
     base_scores: np.ndarray

@@ -15,10 +15,10 @@ network torch.fx can trace; :func:`make_incremental_score` is what the sweep cal
 
 from .evaluator import IncrementalEvaluator, supports
 from .boxes import DENSE_FRACTION, FlopCount
-from .graph import UnsupportedModel
+from .graph import TRACE_LOCK, UnsupportedModel
 from .strategy import AUTO_MAX_COST_RATIO, AUTO_MIN_MACS, STRATEGIES, make_incremental_score
 
 __all__ = [
-    "AUTO_MAX_COST_RATIO", "AUTO_MIN_MACS", "DENSE_FRACTION", "STRATEGIES", "FlopCount",
+    "AUTO_MAX_COST_RATIO", "AUTO_MIN_MACS", "DENSE_FRACTION", "STRATEGIES", "TRACE_LOCK", "FlopCount",
     "IncrementalEvaluator", "UnsupportedModel", "make_incremental_score", "supports",
 ]

@@ -23,19 +23,22 @@ from torch import nn
 from .classify import _BATCHNORMS, _INPLACE_FUNCS, _POINTWISE_METHODS, _classify, _map
 from .nodes import Analysis, NodeInfo, UnsupportedModel, Window
 
-__all__ = ["Analysis", "NodeInfo", "UnsupportedModel", "Window", "analyze", "fold_batchnorm", "trace"]
+__all__ = ["TRACE_LOCK", "Analysis", "NodeInfo", "UnsupportedModel", "Window", "analyze", "fold_batchnorm", "trace"]
 
 
 # Traces are cached per module and mode: the widget re-runs sweeps on the same
 # network, and fx patches nn.Module.__call__ process-wide while it traces, so
-# tracing happens once, under a lock.
+# tracing happens once, under a lock. Code that runs a network in another
+# thread while a sweep may be tracing (the widget's mask preview) takes
+# TRACE_LOCK around its forward pass.
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-_TRACE_LOCK = threading.Lock()
+TRACE_LOCK = threading.Lock()
+_TRACE_LOCK = TRACE_LOCK  # the name the widget's preview used before it was public
 
 
 def trace(module: nn.Module, fresh: bool = False) -> fx.GraphModule:
     """``torch.fx.symbolic_trace(module)``, cached; :class:`UnsupportedModel` when fx cannot trace it."""
-    with _TRACE_LOCK:
+    with TRACE_LOCK:
         per_mode = _TRACES.setdefault(module, {})
         cached = None if fresh else per_mode.get(module.training)
         if cached is None:
