@@ -68,3 +68,17 @@ def test_entry_point_help_has_examples():
     for sub in ("map", "demo"):
         text = subprocess.run([exe, sub, "--help"], capture_output=True, text=True, check=True).stdout
         assert "examples:" in text and f"occlusion-widget {sub}" in text
+
+
+def test_demo_copies_the_quickstart_and_starts_jupyterlab(tmp_path, monkeypatch):
+    import occlusion_widget.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: calls.append(command) or 0)
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--dir", str(tmp_path / "demo"), "--no-browser"])
+    assert info.value.code == 0
+    notebook = tmp_path / "demo" / "quickstart.ipynb"
+    assert notebook.is_file() and "OcclusionWidget()" in notebook.read_text()
+    (command,) = calls
+    assert command[:3] == ["jupyter", "lab", str(notebook)] and "--no-browser" in command
