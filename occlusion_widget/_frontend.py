@@ -46,7 +46,7 @@ from .methods import AttributionResult
 from .methods.compare import TITLES
 
 if TYPE_CHECKING:
-    from .worker import CompareState, LayerState
+    from .plan import CompareState, LayerState
 
 #: Browser modules, dependencies first; the last one holds ``export default``.
 MODULES = ("throttle.js", "decode.js", "colormap.js", "geometry.js", "methods.js", "ui.js", "paint.js", "controls.js",

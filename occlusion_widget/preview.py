@@ -1,6 +1,6 @@
 """Mask preview: the scores with one mask at a given position (about one forward pass).
 
-The widget runs previews on their own thread (a :class:`~occlusion_widget.worker.LatestRunner`)
+The widget runs previews on their own thread (a :class:`~occlusion_widget.runner.LatestRunner`)
 while a sweep runs on another. Two things are shared between the threads:
 
 * forward hooks belong to a module, not a thread, but the engine's layer hook
@@ -27,7 +27,7 @@ import torch
 from .engine.grid import resolve_pair
 from .engine.incremental.graph import _TRACE_LOCK  # see the module docstring
 from .engine.inputs import resolve_device, resolve_fill, score_function
-from .worker import Source, freeze
+from .runner import Source, freeze
 
 
 def mask_box(cy: float, cx: float, mask: tuple[int, int], shape: tuple[int, int], clipping: bool) -> tuple[int, int, int, int]:

@@ -1,7 +1,7 @@
 """``OcclusionWidget``: live occlusion sensitivity maps (and gradient maps) in a notebook.
 
 The class holds typed, synced state and nothing else: what to show goes to a
-:class:`~occlusion_widget.worker.Controller` as a :class:`~occlusion_widget.worker.Plan`
+:class:`~occlusion_widget.worker.Controller` as a :class:`~occlusion_widget.plan.Plan`
 (one background thread, cancel, cache, throttling), results come back through
 the ``on_*`` sink methods and are turned into synced state by
 :mod:`occlusion_widget._frontend` (``result_state``, ``comparison_state``,
@@ -17,7 +17,6 @@ from os import PathLike
 from typing import Any, Sequence
 
 import anywidget
-import ipywidgets
 import numpy as np
 import traitlets as t
 
@@ -28,9 +27,13 @@ from ._frontend import (
 from .engine.result import UPSAMPLING, OcclusionResult
 from .engine.sweep import PRECISIONS
 from .methods import AttributionResult, Comparison, LayerActivations
+from .methods.compare import METHODS
 from .models import ImageClassifier, load_default_model, sample_image
 from .preview import PreviewEngine
-from .worker import METHODS, CompareState, Controller, LatestRunner, LayerState, MapSpec, Plan, Source
+from .plan import CompareState, LayerState, MapSpec, Plan
+from .runner import LatestRunner, Source
+from .snapshot import Snapshot
+from .worker import Controller
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")
@@ -111,7 +114,7 @@ class OcclusionWidget(anywidget.AnyWidget):
     targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; None: the top_k classes.").tag(sync=True)
     top_k = t.Int(3, help="How many of the best classes to explain when targets is None.").tag(sync=True)
     layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
-    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see worker.responsive_batch).")
+    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
 
@@ -172,7 +175,7 @@ class OcclusionWidget(anywidget.AnyWidget):
         self._controller = Controller(self)
         self._previews = PreviewEngine()
         self._preview_runner = LatestRunner(self._run_preview, "occlusion-preview")
-        self._snapshot = _Snapshot(self)
+        self._snapshot = Snapshot(self)
         self._source = Source.prepare(model if model is not None else _default_model(),
                                       image if image is not None else sample_image())
         super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k, colormaps=colormap_tables(),
@@ -471,63 +474,3 @@ class OcclusionWidget(anywidget.AnyWidget):
             display(bundle[0], metadata=bundle[1], raw=True)
             self._snapshot.display()
 
-
-class _Snapshot:
-    """The static PNG fallback of a widget (see ``OcclusionWidget._ipython_display_``)."""
-
-    def __init__(self, owner: OcclusionWidget):
-        self._owner = owner
-        self._handles: list[Any] = []
-        self._placeholder: ipywidgets.Widget | None = None
-        self._cache: tuple[int, bytes] | None = None
-        self._lock = threading.Lock()
-        self._runner = LatestRunner(self._update, "occlusion-snapshot")
-
-    def png(self, result: OcclusionResult | None = None) -> bytes | None:
-        """PNG of the finished maps (None while nothing is finished)."""
-        from .render import figure_png
-
-        result = result or self._owner.result
-        if result is None or not result.complete:
-            return None
-        key = id(result)
-        with self._lock:
-            if self._cache is not None and self._cache[0] == key:
-                return self._cache[1]
-        png = figure_png(result, cmap=self._owner.colormap, alpha=self._owner.opacity)
-        with self._lock:
-            self._cache = (key, png)
-        return png
-
-    def bundle(self, result: OcclusionResult | None = None) -> dict:
-        if self._placeholder is None:
-            self._placeholder = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
-        data: dict[str, Any] = {
-            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0, "model_id": self._placeholder.model_id},
-            "text/plain": "(static maps appear here once they are computed)",
-        }
-        png = self.png(result)
-        if png is not None:
-            data["image/png"] = base64.b64encode(png).decode("ascii")
-            method = getattr(result or self._owner.result, "method", "occlusion")
-            data["text/plain"] = f"{method} maps: " + ", ".join(c["name"] for c in self._owner.classes)
-        return data
-
-    def display(self) -> None:
-        from IPython.display import display
-
-        self._handles.append(display(self.bundle(), raw=True, display_id=True))
-
-    def refresh(self, result: OcclusionResult) -> None:
-        if self._handles:
-            self._runner.submit(result)
-
-    def _update(self, result: OcclusionResult, _cancel: threading.Event) -> None:
-        data = self.bundle(result)
-        for handle in self._handles:
-            handle.update(data, raw=True)
-
-    def close(self, timeout: float = 0.0) -> None:
-        self._runner.close(timeout)
-        if self._placeholder is not None:
-            self._placeholder.close()

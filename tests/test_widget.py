@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from occlusion_widget import occlusion_sensitivity
-from occlusion_widget import worker as worker_module
+from occlusion_widget import plan as plan_module
 from occlusion_widget.models import ImageClassifier
 from occlusion_widget.widget import OcclusionWidget, to_png
 from occlusion_widget.preview import mask_box
-from occlusion_widget.worker import LatestRunner, Throttle, responsive_batch
+from occlusion_widget.plan import responsive_batch
+from occlusion_widget.runner import LatestRunner, Throttle
 
 LABELS = [f"thing {i}" for i in range(10)]
 
@@ -112,7 +113,7 @@ def test_maps_equal_the_engine_for_the_same_parameters(make_widget, image) -> No
 
 def test_a_parameter_change_mid_sweep_cancels_it_and_only_the_new_result_lands(make_widget, image, monkeypatch) -> None:
     calls = []
-    real = worker_module.occlusion_sensitivity
+    real = plan_module.occlusion_sensitivity
 
     def spy(*args, progress, cancel, **kwargs):
         record = {"stride": kwargs["stride"], "after_cancel": 0}
@@ -126,7 +127,7 @@ def test_a_parameter_change_mid_sweep_cancels_it_and_only_the_new_result_lands(m
         record["result"] = real(*args, progress=counting, cancel=cancel, **kwargs)
         return record["result"]
 
-    monkeypatch.setattr(worker_module, "occlusion_sensitivity", spy)
+    monkeypatch.setattr(plan_module, "occlusion_sensitivity", spy)
     w = make_widget(tiny_model(delay=0.05), image, mask_size=8, stride=2, batch_size=2)  # 256 positions, ~6 s
     published = []
     w.observe(lambda c: published.append((tuple(w.resolved_params.get("stride", ())), c["new"]["complete"])), "map_data")
@@ -175,8 +176,8 @@ def test_kernel_thread_is_free_while_a_map_is_computed(make_widget, image) -> No
 
 def test_finished_sweeps_are_cached(make_widget, image, monkeypatch) -> None:
     sweeps = []
-    real = worker_module.occlusion_sensitivity
-    monkeypatch.setattr(worker_module, "occlusion_sensitivity", lambda *a, **k: sweeps.append(k) or real(*a, **k))
+    real = plan_module.occlusion_sensitivity
+    monkeypatch.setattr(plan_module, "occlusion_sensitivity", lambda *a, **k: sweeps.append(k) or real(*a, **k))
     w = make_widget(tiny_model(), image, mask_size=8, stride=4)
     wait_done(w)
     first = synced_maps(w).copy()

@@ -10,7 +10,7 @@ import torch
 
 import occlusion_widget
 from occlusion_widget import methods, occlusion_sensitivity
-from occlusion_widget import worker as worker_module
+from occlusion_widget import plan as plan_module
 from occlusion_widget.methods.common import map_for
 from occlusion_widget.widget import OcclusionWidget
 from test_widget import synced_maps, tiny_model, wait_done
@@ -36,9 +36,9 @@ def make_widget():
 
 
 def spy(monkeypatch, name: str) -> list[dict]:
-    """Record every call of the worker's ``name`` (its keyword arguments, and what it returned or raised)."""
+    """Record every call of :mod:`occlusion_widget.plan`'s ``name`` (its keyword arguments, and what it returned or raised)."""
     calls: list[dict] = []
-    real = getattr(worker_module, name)
+    real = getattr(plan_module, name)
 
     def wrapper(*args, **kwargs):
         record = {"kwargs": kwargs, "outcome": None}
@@ -50,7 +50,7 @@ def spy(monkeypatch, name: str) -> list[dict]:
             raise
         return record["outcome"]
 
-    monkeypatch.setattr(worker_module, name, wrapper)
+    monkeypatch.setattr(plan_module, name, wrapper)
     return calls
 
 
