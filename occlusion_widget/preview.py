@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .engine.grid import resolve_pair
-from .engine.incremental.graph import _TRACE_LOCK  # see the module docstring
+from .engine.incremental import TRACE_LOCK  # see the module docstring
 from .engine.inputs import resolve_device, resolve_fill, score_function
 from .runner import Source, freeze
 
@@ -103,7 +103,7 @@ class PreviewEngine:
         batch = occluded[None] if base is not None else torch.stack([x, occluded])
         module.to(device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16")
-        with _TRACE_LOCK, autocast:
+        with TRACE_LOCK, autocast:
             scores = score(batch.to(device)).float().cpu()
         if base is None:
             base = scores[0]
