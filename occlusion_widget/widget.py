@@ -38,7 +38,8 @@ from .worker import Controller
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")
 #: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
-ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer", "batch_size", "device", "precision")
+ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer",
+                 "batch_size", "device", "precision", "strategy")
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
 #: Traits of the gradient methods and of the compare and layer views (all change what is computed).
 VIEW_PARAMS = ("method", "gradient_output", "gradcam_layer", "n_samples", "noise_level", "compare", "compare_steps",
@@ -83,7 +84,7 @@ class OcclusionWidget(anywidget.AnyWidget):
     **params
         Engine parameters (``mask_size``, ``stride``, ``mask_value``,
         ``mask_clipping``, ``upsampling``, ``output``, ``layer``,
-        ``batch_size``, ``device``, ``precision``; see :func:`occlusion_sensitivity`),
+        ``batch_size``, ``device``, ``precision``, ``strategy``; see :func:`occlusion_sensitivity`),
         method and view traits (``method``, ``gradient_output``, ``gradcam_layer``,
         ``n_samples``, ``noise_level``, ``compare``, ``show_layers``, ...) and
         display traits (``opacity``, ``colormap``, ``sequential_colormap``).
@@ -117,6 +118,8 @@ class OcclusionWidget(anywidget.AnyWidget):
     batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
+    strategy = t.Unicode("auto", help="Python only: 'auto', 'full' (the whole network per mask) or 'incremental' "
+                                      "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
 
     # --- method, gradient parameters, compare and layer views ----------------------------------
     method = t.Enum(METHODS, "occlusion", help="The map shown: 'occlusion', 'grad_cam', 'saliency' or 'smoothgrad' (same classes).").tag(sync=True)

@@ -245,7 +245,7 @@ def test_traits_are_typed() -> None:
                  "image_png", "map_data", "classes", "progress", "status", "error", "preview", "colormap", "opacity"):
         assert traits[name].metadata.get("sync") is True, name
         assert traits[name].help, f"{name} has no documentation"
-    for name in ("layer", "batch_size", "device", "precision"):
+    for name in ("layer", "batch_size", "device", "precision", "strategy"):
         assert not traits[name].metadata.get("sync"), name
     with pytest.raises(TraitError):
         OcclusionWidget.class_traits()["upsampling"].validate(None, "cubic")
@@ -416,6 +416,15 @@ def test_python_only_engine_parameters_pass_through(make_widget, image) -> None:
     answer = w.request_preview(16, 16)
     assert "error" not in answer and [t["id"] for t in answer["targets"]] == ref.targets.tolist()
     assert answer["base"][0]["name"] == ref.labels[0]
+
+
+def test_strategy_reaches_the_engine_and_a_bad_one_is_reported(make_widget, image) -> None:
+    w = make_widget(tiny_model(), image, top_k=2, mask_size=8, stride=8, strategy="full")
+    wait_done(w)
+    assert w.result.params.strategy == "full"
+    w.strategy = "fastest"
+    w.wait(60)
+    assert w.status == "error" and "strategy" in w.error
 
 
 def test_preview_during_a_layer_sweep_is_correct(make_widget, image) -> None:
