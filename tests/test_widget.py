@@ -9,69 +9,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import synced_maps, tiny_model, wait_done
 
 from occlusion_widget import occlusion_sensitivity
 from occlusion_widget import plan as plan_module
-from occlusion_widget.models import ImageClassifier
-from occlusion_widget.widget import OcclusionWidget, to_png
-from occlusion_widget.preview import mask_box
 from occlusion_widget.plan import responsive_batch
+from occlusion_widget.preview import mask_box
 from occlusion_widget.runner import LatestRunner, Throttle
-
-LABELS = [f"thing {i}" for i in range(10)]
-
-
-class Tiny(nn.Module):
-    """A small deterministic CNN; ``delay`` seconds per forward make sweeps slow enough to interrupt."""
-
-    def __init__(self, delay: float = 0.0):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.head = nn.Linear(8 * 4 * 4, 10)
-        self.delay = delay
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
-        y = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4)
-        return self.head(y.flatten(1)) * 3
-
-
-def tiny_model(delay: float = 0.0) -> ImageClassifier:
-    return ImageClassifier(Tiny(delay).eval(), (32, 32), LABELS, name="tiny")
-
-
-@pytest.fixture
-def image() -> torch.Tensor:
-    return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture
-def make_widget():
-    made: list[OcclusionWidget] = []
-
-    def make(*args, **kwargs) -> OcclusionWidget:
-        w = OcclusionWidget(*args, **kwargs)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.close()
-
-
-def synced_maps(w: OcclusionWidget) -> np.ndarray:
-    data = w.map_data
-    return np.frombuffer(data["data"], dtype="<f4").reshape(data["shape"])
-
-
-def wait_done(w: OcclusionWidget, timeout: float = 60) -> None:
-    w.wait(timeout)
-    assert w.status == "done", (w.status, w.error)
+from occlusion_widget.widget import OcclusionWidget, to_png
 
 
 def test_default_widget_explains_the_sample_image_with_the_embedded_model(make_widget) -> None:

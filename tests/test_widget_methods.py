@@ -7,32 +7,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import synced_maps, tiny_model, wait_done
 
 import occlusion_widget
 from occlusion_widget import methods, occlusion_sensitivity
 from occlusion_widget import plan as plan_module
 from occlusion_widget.methods.common import map_for
 from occlusion_widget.widget import OcclusionWidget
-from test_widget import synced_maps, tiny_model, wait_done
-
-
-@pytest.fixture
-def image() -> torch.Tensor:
-    return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture
-def make_widget():
-    made: list[OcclusionWidget] = []
-
-    def make(*args, **kwargs) -> OcclusionWidget:
-        w = OcclusionWidget(*args, **kwargs)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.close()
 
 
 def spy(monkeypatch, name: str) -> list[dict]:
