@@ -48,7 +48,7 @@ export function clamp(value, lo, hi) {
 
 /**
  * The mask box centred at pixel (cy, cx). Same rule as the sweep and as
- * `occlusion_widget.worker.mask_box`: it starts at round(c) - floor(m / 2);
+ * `occlusion_widget.preview.mask_box`: it starts at round(c) - floor(m / 2);
  * with clipping it is cut to the image, without it is moved inside.
  * @param {number} cy
  * @param {number} cx

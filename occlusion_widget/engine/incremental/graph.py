@@ -33,7 +33,6 @@ __all__ = ["TRACE_LOCK", "Analysis", "NodeInfo", "UnsupportedModel", "Window", "
 # TRACE_LOCK around its forward pass.
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 TRACE_LOCK = threading.Lock()
-_TRACE_LOCK = TRACE_LOCK  # the name the widget's preview used before it was public
 
 
 def trace(module: nn.Module, fresh: bool = False) -> fx.GraphModule:
