@@ -110,6 +110,12 @@ class OcclusionResult:
         """True for a 1-D input (C, L)."""
         return self.image.ndim == 2
 
+    def _repr_png_(self) -> bytes:
+        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
+        from ..render import figure_png
+
+        return figure_png(self)
+
     def _grid2d(self) -> np.ndarray:
         return self.grid[:, None, :] if self.is_signal else self.grid
 

@@ -111,6 +111,12 @@ class AttributionResult:
         """True for a 1-D input (C, L)."""
         return self.image.ndim == 2
 
+    def _repr_png_(self) -> bytes:
+        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
+        from ..render import figure_png
+
+        return figure_png(self)
+
     def with_upsampling(self, upsampling: str) -> "AttributionResult":
         """The same result with ``maps`` made from ``grid`` by another method."""
         if self.is_signal:
