@@ -49,8 +49,25 @@ class ImportantRegion:
     """The input (C, H, W) with that region occluded, as the network saw it."""
 
 
+class MapResult:
+    """What every map result (occlusion or gradient) shares, beyond its field names."""
+
+    image: np.ndarray
+
+    @property
+    def is_signal(self) -> bool:
+        """True for a 1-D input (C, L)."""
+        return self.image.ndim == 2
+
+    def _repr_png_(self) -> bytes:
+        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
+        from ..render import figure_png
+
+        return figure_png(self)
+
+
 @dataclass(frozen=True)
-class OcclusionResult:
+class OcclusionResult(MapResult):
     """Occlusion sensitivity for K targets.
 
     Attributes
@@ -104,17 +121,6 @@ class OcclusionResult:
             f"OcclusionResult(targets={self.targets.tolist()}, labels={self.labels}, "
             f"grid={self.grid.shape}, maps={self.maps.shape}, {state})"
         )
-
-    @property
-    def is_signal(self) -> bool:
-        """True for a 1-D input (C, L)."""
-        return self.image.ndim == 2
-
-    def _repr_png_(self) -> bytes:
-        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
-        from ..render import figure_png
-
-        return figure_png(self)
 
     def _grid2d(self) -> np.ndarray:
         return self.grid[:, None, :] if self.is_signal else self.grid

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.inputs import prepare_input, resolve_device
-from ..engine.result import UPSAMPLING, upsample
+from ..engine.result import UPSAMPLING, MapResult, upsample
 from ..models import ImageClassifier, as_classifier
 
 #: Upsampling methods for low-resolution maps: the engine's, plus "bilinear"
@@ -56,7 +56,7 @@ class AttributionParams:
 
 
 @dataclass(frozen=True)
-class AttributionResult:
+class AttributionResult(MapResult):
     """An attribution map for K targets, with the field names of :class:`OcclusionResult`.
 
     Attributes
@@ -105,17 +105,6 @@ class AttributionResult:
             f"AttributionResult(method={self.method!r}, targets={self.targets.tolist()}, labels={self.labels}, "
             f"grid={self.grid.shape}, maps={self.maps.shape})"
         )
-
-    @property
-    def is_signal(self) -> bool:
-        """True for a 1-D input (C, L)."""
-        return self.image.ndim == 2
-
-    def _repr_png_(self) -> bytes:
-        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
-        from ..render import figure_png
-
-        return figure_png(self)
 
     def with_upsampling(self, upsampling: str) -> "AttributionResult":
         """The same result with ``maps`` made from ``grid`` by another method."""
