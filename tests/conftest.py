@@ -72,3 +72,12 @@ def make_widget():
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small ops: on a shared 2-core machine one thread avoids OpenMP barrier stalls (5x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,13 +12,7 @@ from occlusion_widget.models import Normalize
 from helpers import CountingModule, LinearScore, small_cnn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops: on a shared 2-core machine one thread avoids OpenMP barrier stalls (5x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blob_model(size: int = 48) -> nn.Module:
