@@ -74,6 +74,33 @@ class Snapshot:
 
         self._handles.append(display(self.bundle(), raw=True, display_id=True))
 
+    def ipython_display(self, bundle: tuple[dict, dict] | None) -> None:
+        """Display the live widget's ``(data, metadata)`` bundle, then the static output below it.
+
+        The PNG lives in its own output, kept up to date (``update_display``)
+        whenever a sweep finishes, so the saved notebook carries the latest maps.
+        """
+        from IPython.display import display
+
+        if bundle is None:
+            return
+        display(bundle[0], metadata=bundle[1], raw=True)
+        self.display()
+
+    def mimebundle(self, bundle: tuple[dict, dict] | None) -> tuple[dict, dict] | None:
+        """The live widget's ``(data, metadata)`` plus ``image/png`` of the finished maps, if any."""
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        png = self.png()
+        if png is not None:
+            data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
+        return data, metadata
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until the static outputs show the latest finished result; False on timeout."""
+        return self._runner.wait_idle(timeout)
+
     def refresh(self, result: OcclusionResult) -> None:
         if self._handles:
             self._runner.submit(result)
