@@ -26,23 +26,84 @@ from .nodes import Analysis, NodeInfo, UnsupportedModel, Window
 __all__ = ["TRACE_LOCK", "Analysis", "NodeInfo", "UnsupportedModel", "Window", "analyze", "fold_batchnorm", "trace"]
 
 
-# Traces are cached per module and mode: the widget re-runs sweeps on the same
-# network, and fx patches nn.Module.__call__ process-wide while it traces, so
-# tracing happens once, under a lock. Code that runs a network in another
-# thread while a sweep may be tracing (the widget's mask preview) takes
-# TRACE_LOCK around its forward pass.
+# Traces are cached per module and mode (the widget re-runs sweeps on the same
+# network). TRACE_LOCK serialises our own traces: fx keeps one process-wide
+# patch stack, and two traces at once would restore each other's patches.
+# Forward passes in other threads need no lock (see _ThreadAwareTracer).
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 TRACE_LOCK = threading.Lock()
 
 
+class _ThreadAwareTracer(fx.Tracer):
+    """``torch.fx.Tracer`` whose process-wide patches act only in the thread that traces.
+
+    While it traces, fx replaces ``nn.Module.__call__`` and ``__getattr__`` for
+    every thread; its replacements call :meth:`call_module` and :meth:`getattr`,
+    which here give any other thread the original behaviour (the module's
+    ``__call__`` with its hooks, the plain attribute). fx's other patches (math
+    functions, ``torch.fx.wrap``-ed functions such as torchvision's) only act
+    when an argument is a Proxy, which no other thread ever holds. In the
+    tracing thread, modules that are traced through run their ``forward``
+    without hooks, so no hook (the user's, or a global one) ever sees a Proxy.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread: int | None = None
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        self._thread = threading.get_ident()
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            self._thread = None  # a late call through a stale patch is another thread's too
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._thread != threading.get_ident():
+            return forward(*args, **kwargs)  # fx's forward = the original nn.Module.__call__
+        return super().call_module(m, m.forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        if self._thread != threading.get_ident():
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
+def _copy_for_tracing(module: nn.Module) -> nn.Module:
+    """A copy of the module tree without hooks, sharing every tensor with ``module``.
+
+    fx runs ``forward`` with Proxies and may store constants on the root;
+    whatever a forward writes to ``self`` lands on the copy, never on the
+    user's modules. Tensors are shared (no memory cost, weights stay live).
+    """
+    memo: dict[int, Any] = {}
+    for m in module.modules():
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None:
+                memo[id(t)] = t
+        for name, value in vars(m).items():
+            if isinstance(value, torch.Tensor):
+                memo[id(value)] = value
+            elif "hook" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()  # hooks belong to the user's modules
+    memo[id(memo)] = list(memo.values())  # deepcopy's keep-alive slot
+    return copy.deepcopy(module, memo)
+
+
 def trace(module: nn.Module, fresh: bool = False) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace(module)``, cached; :class:`UnsupportedModel` when fx cannot trace it."""
+    """``module`` traced by torch.fx (on a copy, in this thread only), cached per module and mode.
+
+    Raises :class:`UnsupportedModel` when the module cannot be copied or traced.
+    Safe while other threads run the same or other modules (:class:`_ThreadAwareTracer`).
+    """
     with TRACE_LOCK:
         per_mode = _TRACES.setdefault(module, {})
         cached = None if fresh else per_mode.get(module.training)
         if cached is None:
             try:
-                cached = fx.symbolic_trace(module)
+                root = _copy_for_tracing(module)
+                graph = _ThreadAwareTracer().trace(root)
+                cached = fx.GraphModule(root, graph, type(module).__name__)
             except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 cached = f"torch.fx cannot trace {type(module).__name__}: {first[:160]}"
