@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Optional
+from numbers import Integral
+from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.inputs import prepare_input, resolve_device
+from ..engine.inputs import Output, ScoreFn, prepare_input, resolve_device, score_function
 from ..engine.result import UPSAMPLING, MapResult, upsample
 from ..models import ImageClassifier, as_classifier
 
@@ -133,6 +134,14 @@ def upsample_maps(grid: np.ndarray, size: tuple[int, int], method: str) -> np.nd
     return upsample(grid, size, method)
 
 
+def check_callbacks(progress: object, cancel: object) -> None:
+    """``progress`` must be callable and ``cancel`` an Event, checked at the call (not at the first batch)."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress={progress!r} is not allowed; use None or a callable progress(done, total, partial)")
+    if cancel is not None and not hasattr(cancel, "is_set"):
+        raise TypeError("cancel: expected a threading.Event (anything with is_set())")
+
+
 def check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
@@ -158,9 +167,9 @@ def prepared(model: object, image: object, device: object, cancel: object) -> It
     The module's train/eval state is restored afterwards; its parameters'
     ``.grad`` are never touched (gradients are taken with ``torch.autograd.grad``).
     """
-    if cancel is not None and not hasattr(cancel, "is_set"):
-        raise TypeError("cancel: expected a threading.Event (anything with is_set())")
+    check_callbacks(None, cancel)
     classifier = as_classifier(model)  # type: ignore[arg-type]
+    check_materialised(classifier.module)
     x, is_signal = prepare_input(classifier, image)
     dev = resolve_device(device)
     module = classifier.module
@@ -183,8 +192,128 @@ def labels_for(classifier: ImageClassifier, targets: np.ndarray) -> list[str] | 
 def check_positive_int(value: object, name: str, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} is not allowed; use a positive int" + (" or None" if allow_none else ""))
+
+
+def check_class_index(value: object, name: str = "target") -> int:
+    """An int (numpy ints too) as a Python int; bools and floats are refused rather than truncated."""
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} is not allowed; use an int (a class index)")
+    return int(value)
+
+
+def check_materialised(module: nn.Module) -> None:
+    """A module built on the meta device has shapes but no values: nothing to explain yet."""
+    if any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers()):
+        raise ValueError(
+            "model: its parameters are on the meta device (shapes without values, e.g. built under "
+            "torch.device('meta')); materialise them first, e.g. module.to_empty(device='cpu') then "
+            "module.load_state_dict(weights)"
+        )
+
+
+def describe_output(out: object) -> str:
+    """What a model returned, in words: ``"a dict with keys ['out', 'aux']"``."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, Mapping):
+        return f"a dict with keys {list(out.keys())}"
+    if isinstance(out, (list, tuple)):
+        kind = type(out).__name__
+        if out and all(isinstance(o, Mapping) for o in out):
+            keys = sorted({str(k) for o in out for k in o.keys()})
+            return f"a {kind} of {len(out)} dicts with keys {keys}"
+        return f"a {kind} of {len(out)} items"
+    return f"a {type(out).__name__}"
+
+
+class _OutputGuard(nn.Module):
+    """Calls the module and refuses an output the score function cannot read, saying what it was.
+
+    With a callable ``output`` the model's output goes to it untouched (the callable
+    is how a dict or list is explained); otherwise the model must return (N, classes).
+    """
+
+    def __init__(self, module: nn.Module, method: str, reducible: bool, output: object):
+        super().__init__()
+        self.module, self.method, self.reducible, self.output = module, method, reducible, output
+
+    def forward(self, x: torch.Tensor) -> object:
+        out = self.module(x)
+        if callable(self.output) or (isinstance(out, torch.Tensor) and (self.reducible or out.ndim == 2)):
+            return out
+        what = describe_output(out)
+        if not self.reducible:
+            raise TypeError(
+                f"{self.method}: the model returned {what}; {self.method} has no output= parameter, so the "
+                "model must return (N, classes) scores. Wrap it in a module whose forward returns them, or use "
+                "saliency / smoothgrad / grad_cam / deletion_insertion with output="
+            )
+        if isinstance(out, Mapping) and out:
+            key = next(iter(out.keys()))
+            example = f" (e.g. output=lambda out: out[{key!r}].mean(dim=(2, 3)) for per-pixel class scores)"
+        else:
+            example = ""
+        raise TypeError(
+            f"{self.method}: the model returned {what}, not a (N, classes) tensor; pass output=, a callable "
+            f"that reduces it to an (N, K) tensor of scores{example}"
+        )
+
+
+def scorer(module: nn.Module, output: Output, is_signal: bool, method: str,
+           reducible: bool = True) -> tuple[ScoreFn, str]:
+    """The engine's score function, with the model's output and the scores checked.
+
+    Returns ``score(batch) -> (N, K)`` float scores, all finite, K >= 1, and the
+    output's name. ``reducible=False``: the caller has no ``output=`` to offer.
+    """
+    score, name = score_function(_OutputGuard(module, method, reducible, output), output, None, is_signal)
+    source = "output=" if callable(output) else "the model"
+
+    def checked(batch: torch.Tensor) -> torch.Tensor:
+        scores = score(batch)
+        if scores.shape[0] != batch.shape[0] or scores.ndim != 2:
+            raise ValueError(f"{method}: {source} gave scores of shape {tuple(scores.shape)} for {batch.shape[0]} "
+                             "inputs; it must give one row per input, (N, K)")
+        if scores.shape[1] == 0:
+            raise ValueError(f"{method}: output= returned a tensor of shape {tuple(scores.shape)}: no scores; "
+                             "it must return at least one score per input, (N, K) with K >= 1")
+        if not scores.is_floating_point():
+            raise ValueError(f"{method}: {source} gave {scores.dtype} scores; gradients and curves need float scores")
+        if not torch.isfinite(scores.detach()).all():
+            check = ("what the output= callable computes (e.g. a log of values <= 0)" if callable(output)
+                     else "the model (its weights, an overflow, a division by zero)")
+            raise ValueError(f"{method}: {source} gave NaN or infinite scores; check {check}")
+        return scores
+
+    return checked, name
+
+
+def check_finite_gradient(grad: torch.Tensor, method: str, wrt: str = "the input") -> None:
+    if not torch.isfinite(grad).all():
+        raise ValueError(
+            f"{method}: the gradient of the score with respect to {wrt} holds NaN or infinite values "
+            "(the scores are finite); the model has a non-differentiable point there (e.g. sqrt or log at 0)"
+        )
+
+
+def input_gradient(score: torch.Tensor, wrt: torch.Tensor, method: str, target: int, retain: bool) -> torch.Tensor:
+    """``d score / d wrt``, with errors that name the method when the graph does not reach ``wrt``."""
+    if not score.requires_grad:
+        raise ValueError(no_grad_message(method))
+    (grad,) = torch.autograd.grad(score, wrt, retain_graph=retain, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"{method}: the score of class {target} does not depend on the input through autograd; "
+                         "the model's forward detaches it (.detach(), .numpy(), torch.no_grad()) on the way")
+    check_finite_gradient(grad, method)
+    return grad
+
+
+def no_grad_message(method: str) -> str:
+    return (f"{method}: the score does not require grad, so it has no gradient to take; the model's forward (or "
+            "output=) detaches its result or runs under torch.no_grad() / torch.inference_mode(). Gradient "
+            "methods need a differentiable forward (frozen parameters are fine)")
 
 
 def map_for(result: object, target: int) -> np.ndarray:

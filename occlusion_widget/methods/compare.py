@@ -10,11 +10,20 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..engine.inputs import prepare_input, resolve_device, score_function
+from ..engine.inputs import prepare_input, resolve_device
 from ..engine.result import OcclusionResult
 from ..engine.sweep import occlusion_sensitivity
 from ..models import ImageClassifier, as_classifier
-from .common import AttributionResult, Cancelled, check_cancel, map_for
+from .common import (
+    AttributionResult,
+    Cancelled,
+    check_callbacks,
+    check_cancel,
+    check_class_index,
+    check_materialised,
+    map_for,
+    scorer,
+)
 from .faithfulness import FaithfulnessTable, deletion_insertion
 from .gradcam import grad_cam
 from .gradients import saliency, smoothgrad
@@ -118,7 +127,11 @@ def compare_methods(
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods={list(methods)!r} is not allowed; use distinct names from {list(METHODS)}")
+    check_callbacks(progress, cancel)
+    if target is not None:
+        target = check_class_index(target)
     classifier = as_classifier(model)
+    check_materialised(classifier.module)
     dev = resolve_device(device)
     x, is_signal = prepare_input(classifier, image)
     if is_signal:
@@ -128,7 +141,8 @@ def compare_methods(
     was_training = module.training
     module.to(dev).eval()
     try:
-        score, _ = score_function(module, "probability", None, False)
+        # No output= here: the curves record class probabilities, so the model must return (N, classes).
+        score, _ = scorer(module, "probability", False, "compare_methods", reducible=False)
         with torch.inference_mode():
             probs = score(x[None].to(dev))[0].cpu()
     finally:

@@ -3,6 +3,7 @@ pixels the way the network uses them?"""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -11,9 +12,9 @@ import numpy as np
 import torch
 
 from ..engine.grid import resolve_pair
-from ..engine.inputs import Output, resolve_fill, score_function
+from ..engine.inputs import Output, resolve_fill
 from ..engine.sweep import DEFAULT_BATCH
-from .common import check_cancel, check_positive_int, map_for, prepared
+from .common import check_callbacks, check_cancel, check_class_index, check_positive_int, map_for, prepared, scorer
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,18 @@ def deletion_insertion(
     -------
     FaithfulnessCurve
     """
+    return _deletion_insertion(model, image, saliency_map, target, steps=steps, mask_value=mask_value,
+                               mask_size=mask_size, output=output, batch_size=batch_size, device=device,
+                               progress=progress, cancel=cancel, method="deletion_insertion")
+
+
+def _deletion_insertion(model, image, saliency_map, target, *, steps, mask_value, mask_size, output, batch_size,
+                        device, progress, cancel, method: str) -> FaithfulnessCurve:
+    """:func:`deletion_insertion`; ``method`` names the public function in error messages."""
+    target = check_class_index(target)
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size", allow_none=True)
+    check_callbacks(progress, cancel)
     with prepared(model, image, device, cancel) as p, torch.no_grad():
         x = p.x
         spatial = tuple(x.shape[1:])
@@ -130,7 +141,7 @@ def deletion_insertion(
         if not torch.isfinite(smap).all():
             raise ValueError("saliency_map: holds NaN or infinite values (an incomplete result?)")
         fill, _ = resolve_fill(mask_value, x, resolve_pair(mask_size, "mask_size", spatial, 0.2))
-        score, output_name = score_function(p.module, output, None, p.is_signal)
+        score, output_name = scorer(p.module, output, p.is_signal, method)
         n_classes = None
 
         n = smap.numel()
@@ -175,6 +186,10 @@ def deletion_insertion(
         deletion_auc=auc(fractions, deletion), insertion_auc=auc(fractions, insertion),
         target=int(target), output=output_name, n_pixels=counts,
     )
+
+
+#: The options of :func:`deletion_insertion` that :func:`faithfulness_table` passes on.
+CURVE_OPTIONS = ("steps", "mask_value", "mask_size", "output", "batch_size", "device")
 
 
 @dataclass(frozen=True)
@@ -244,10 +259,19 @@ def faithfulness_table(
         ``steps``, ``mask_value``, ``mask_size``, ``output``, ``batch_size``,
         ``device``: passed to :func:`deletion_insertion`.
     """
+    check_callbacks(progress, cancel)
+    target = check_class_index(target)
+    unknown = sorted(set(kwargs) - set(CURVE_OPTIONS))
+    if unknown:
+        raise TypeError(f"faithfulness_table: unexpected keyword arguments {unknown}; the curves take "
+                        f"{', '.join(CURVE_OPTIONS)}")
+    defaults = inspect.signature(deletion_insertion).parameters
+    options = {name: kwargs.get(name, defaults[name].default) for name in CURVE_OPTIONS}
     curves: dict[str, FaithfulnessCurve] = {}
     for i, (name, value) in enumerate(maps.items()):
         smap = value if isinstance(value, (np.ndarray, torch.Tensor)) else map_for(value, target)
-        curves[name] = deletion_insertion(model, image, smap, target, cancel=cancel, **kwargs)
+        curves[name] = _deletion_insertion(model, image, smap, target, cancel=cancel, progress=None,
+                                           method="faithfulness_table", **options)
         if progress is not None:
             progress(i + 1, len(maps), name)
     return FaithfulnessTable(curves, int(target), label)

@@ -11,15 +11,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.inputs import Output, prepare_input, resolve_targets, score_function
+from ..engine.inputs import Output, prepare_input, resolve_targets
 from ..models import ImageClassifier, as_classifier
 from .common import (
     AttributionParams,
     AttributionResult,
     ProgressFn,
+    check_callbacks,
     check_cancel,
+    check_finite_gradient,
     labels_for,
+    no_grad_message,
     prepared,
+    scorer,
     upsample_maps,
 )
 
@@ -145,6 +149,7 @@ def grad_cam(
         ``extra["weights"]`` (K, C') the channel weights, ``extra["activation"]``
         (C', h, w).
     """
+    check_callbacks(progress, cancel)
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         if p.is_signal:
@@ -152,7 +157,7 @@ def grad_cam(
         check_cancel(cancel)
         name = layer if layer is not None else default_layer(p.classifier, p.x)
         target_module = _named_module(p.module, name)
-        score, output_name = score_function(p.module, output, None, False)
+        score, output_name = scorer(p.module, output, False, "grad_cam")
         captured: list[torch.Tensor] = []
         owner = threading.get_ident()
 
@@ -174,6 +179,14 @@ def grad_cam(
         if not captured:
             raise ValueError(f"layer={name!r} was not called in the forward pass")
         act = captured[0]
+        if not scores.requires_grad:
+            raise ValueError(no_grad_message("grad_cam"))
+        if not act.requires_grad:
+            raise ValueError(
+                f"grad_cam: layer={name!r}'s output does not require grad (the layer runs under torch.no_grad() "
+                "or its input is detached), so the score has no gradient with respect to it; choose a layer on "
+                "the differentiable path from the input to the score"
+            )
         target_idx = resolve_targets(targets, top_k, scores[0].detach())
         k_total = len(target_idx)
         cams = np.zeros((k_total, *act.shape[2:]), dtype=np.float32)
@@ -193,7 +206,14 @@ def grad_cam(
 
         for k, t in enumerate(target_idx):
             check_cancel(cancel)
-            (grad,) = torch.autograd.grad(scores[0, int(t)], act, retain_graph=k < k_total - 1)
+            (grad,) = torch.autograd.grad(scores[0, int(t)], act, retain_graph=k < k_total - 1, allow_unused=True)
+            if grad is None:
+                raise ValueError(
+                    f"grad_cam: the score of class {int(t)} does not depend on layer={name!r}'s output (an "
+                    "auxiliary branch, or a detached path); choose a layer the score is computed from "
+                    "(spatial_layers(model, image) lists them in forward order)"
+                )
+            check_finite_gradient(grad, "grad_cam", f"layer={name!r}'s output")
             w = grad[0].float().mean(dim=(1, 2))
             cam = torch.relu((w[:, None, None] * act[0].detach().float()).sum(dim=0))
             cams[k], weights[k] = cam.cpu().numpy(), w.cpu().numpy()

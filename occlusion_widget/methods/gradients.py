@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
+from numbers import Integral, Real
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..engine.inputs import Output, resolve_targets, score_function
+from ..engine.inputs import Output, resolve_targets
 from .common import (
     AttributionParams,
     AttributionResult,
     Prepared,
     ProgressFn,
+    check_callbacks,
     check_cancel,
     check_positive_int,
+    input_gradient,
     labels_for,
+    no_grad_message,
     prepared,
+    scorer,
 )
 
 REDUCE = ("max", "sum")
@@ -69,12 +74,15 @@ def saliency(
         ``grid`` and ``maps`` both (K, H, W) (the map is at pixel resolution).
     """
     _check_reduce(reduce)
+    check_callbacks(progress, cancel)
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         check_cancel(cancel)
-        score, output_name = score_function(p.module, output, None, p.is_signal)
+        score, output_name = scorer(p.module, output, p.is_signal, "saliency")
         x = p.x[None].requires_grad_(True)
         scores = score(x)
+        if not scores.requires_grad:
+            raise ValueError(no_grad_message("saliency"))
         target_idx = resolve_targets(targets, top_k, scores[0].detach())
         maps = np.zeros((len(target_idx), *p.x.shape[1:]), dtype=np.float32)
         params = AttributionParams("saliency", output_name, "none", reduce=reduce, device=str(p.device))
@@ -84,7 +92,7 @@ def saliency(
 
         for k, t in enumerate(target_idx):
             check_cancel(cancel)
-            (grad,) = torch.autograd.grad(scores[0, int(t)], x, retain_graph=k < len(target_idx) - 1)
+            grad = input_gradient(scores[0, int(t)], x, "saliency", int(t), retain=k < len(target_idx) - 1)
             maps[k] = _reduce(grad[0].abs(), reduce).cpu().numpy()
             if progress is not None:
                 progress(k + 1, len(target_idx), result(k + 1))
@@ -143,16 +151,17 @@ def smoothgrad(
         mean gradient (K, C, H, W).
     """
     _check_reduce(reduce)
+    check_callbacks(progress, cancel)
     check_positive_int(n_samples, "n_samples")
     check_positive_int(batch_size, "batch_size", allow_none=True)
-    if not isinstance(noise_level, (int, float)) or isinstance(noise_level, bool) or not 0 <= noise_level < np.inf:
+    if not isinstance(noise_level, Real) or isinstance(noise_level, bool) or not 0 <= noise_level < np.inf:
         raise ValueError(f"noise_level={noise_level!r} is not allowed; use a number >= 0 (a fraction of the value range)")
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+    if seed is not None and (not isinstance(seed, Integral) or isinstance(seed, bool)):
         raise TypeError(f"seed={seed!r} is not allowed; use an int or None")
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         check_cancel(cancel)
-        score, output_name = score_function(p.module, output, None, p.is_signal)
+        score, output_name = scorer(p.module, output, p.is_signal, "smoothgrad")
         with torch.no_grad():
             base_all = score(p.x[None])[0]
         target_idx = resolve_targets(targets, top_k, base_all)
@@ -182,10 +191,13 @@ def smoothgrad(
             noisy = (p.x[None] + sigma * noise.to(p.device)).requires_grad_(True)
             scores = score(noisy)
             n_forward += 1
+            if not scores.requires_grad:
+                raise ValueError(no_grad_message("smoothgrad"))
             for k, t in enumerate(target_idx):
                 # The samples are independent (eval mode), so the gradient of the
                 # batch sum holds each copy's own gradient.
-                (grad,) = torch.autograd.grad(scores[:, int(t)].sum(), noisy, retain_graph=k < len(target_idx) - 1)
+                grad = input_gradient(scores[:, int(t)].sum(), noisy, "smoothgrad", int(t),
+                                      retain=k < len(target_idx) - 1)
                 total[k] += grad.sum(dim=0, dtype=torch.float64)
             done += b
             if progress is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def layer_activations(
     """
     if strength not in STRENGTH:
         raise ValueError(f"strength={strength!r} is not allowed; use 'mean' or 'max'")
-    if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
+    if top is not None and (not isinstance(top, Integral) or isinstance(top, bool) or top < 1):
         raise ValueError(f"top={top!r} is not allowed; use None or a positive int")
     with prepared(model, image, device, None) as p, torch.no_grad():
         if p.is_signal:
