@@ -7,15 +7,22 @@ normalisation, so a mask value of 0.5 is mid-grey whatever the network.
 from __future__ import annotations
 
 import functools
+import threading
+import warnings
+import weakref
 from importlib import resources
 from os import PathLike
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from .images import load_image
+
+__all__ = ["ImageClassifier", "Normalize", "RawModuleNotice", "as_classifier", "from_torchvision", "imagenet_labels",
+           "load_default_model", "load_image", "sample_image", "to_unit_tensor"]
 
 ImageLike = Union[Image.Image, np.ndarray, str, PathLike, torch.Tensor]
 
@@ -39,36 +46,35 @@ def imagenet_labels() -> tuple[str, ...]:
     return tuple(text.splitlines())
 
 
-def load_image(source: ImageLike) -> Image.Image:
-    """Open a path, or convert a PIL image or an HxW(x3) array, to an RGB PIL image."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
-    if isinstance(source, (str, PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"image: no file at {str(path)!r}")
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"image: {str(path)!r} is not a readable image ({exc})") from exc
-    if isinstance(source, np.ndarray):
-        arr = source
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"image: an array must be HxW or HxWx3 (got shape {arr.shape})")
-        if arr.dtype != np.uint8:
-            if not np.isfinite(arr).all():
-                raise ValueError("image: the array holds NaN or infinite values")
-            arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[..., 0]
-        return Image.fromarray(arr).convert("RGB")
-    raise TypeError(f"image: expected a PIL image, a path or an HxWx3 array, got {type(source).__name__}")
-
-
 def to_unit_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 tensor (3, H, W) in [0, 1]."""
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class RawModuleNotice(UserWarning):
+    """A plain ``nn.Module`` is given an image: it receives [0, 1] pixels with no normalisation."""
+
+
+_NOTICED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+_NOTICED_LOCK = threading.Lock()
+
+
+def _notice_raw_module(module: nn.Module, input_size: tuple[int, int], resize_size: int) -> None:
+    """Warn once per module (the same module is wrapped anew by every call)."""
+    with _NOTICED_LOCK:
+        if module in _NOTICED:
+            return
+        _NOTICED.add(module)
+    h, w = input_size
+    warnings.warn(
+        f"{type(module).__name__} is a plain torch.nn.Module: an image is resized (shorter side to {resize_size} px), "
+        f"centre-cropped to {h}x{w} and passed as [0, 1] RGB pixels with no normalisation. If the network expects "
+        f"another size or normalised input, wrap it: ow.from_torchvision(name) for torchvision models, or "
+        f"ImageClassifier(module, input_size, labels, ...) with nn.Sequential(Normalize(mean, std), module). "
+        f"A tensor input is passed as it is.",
+        RawModuleNotice,
+        stacklevel=5,  # notice <- preprocess <- prepare_input <- occlusion_sensitivity <- the caller
+    )
 
 
 class ImageClassifier:
@@ -90,6 +96,8 @@ class ImageClassifier:
     name : str
         A short name for figures and caches.
     """
+
+    _raw_module = False  # set by as_classifier: a plain module given an image gets a RawModuleNotice
 
     def __init__(
         self,
@@ -115,10 +123,17 @@ class ImageClassifier:
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """Resize (shorter side to ``resize_size``), centre-crop to ``input_size``,
-        and scale to a float32 tensor (3, H, W) in [0, 1]. A tensor passes through."""
+        and scale to a float32 tensor (3, H, W) in [0, 1]. A tensor passes through.
+
+        Images are decoded by :func:`load_image` (EXIF orientation, bit depth, alpha over white); JPEG files
+        are decoded at a reduced scale that keeps at least twice the resized size.
+        """
         if isinstance(image, torch.Tensor):
             return image
-        img = load_image(image)
+        if self._raw_module:
+            _notice_raw_module(self.module, self.input_size, self.resize_size)
+        side = 2 * max(self.resize_size, *self.input_size)
+        img = load_image(image, draft_size=(side, side))
         w, h = img.size
         scale = self.resize_size / min(w, h)
         new_w, new_h = max(self.input_size[1], round(w * scale)), max(self.input_size[0], round(h * scale))
@@ -152,11 +167,17 @@ class ImageClassifier:
 
 
 def as_classifier(model: ImageClassifier | nn.Module) -> ImageClassifier:
-    """Accept a wrapper or a plain module (which then takes tensors as they are)."""
+    """Accept a wrapper or a plain module.
+
+    A plain module takes tensors as they are; an image is resized and centre-cropped to 224x224 and passed as
+    [0, 1] RGB pixels without normalisation, with a :class:`RawModuleNotice` the first time.
+    """
     if isinstance(model, ImageClassifier):
         return model
     if isinstance(model, nn.Module):
-        return ImageClassifier(model, labels=None, name=type(model).__name__)
+        wrapped = ImageClassifier(model, labels=None, name=type(model).__name__)
+        wrapped._raw_module = True
+        return wrapped
     raise TypeError(f"model: expected an ImageClassifier or a torch.nn.Module, got {type(model).__name__}")
 
 
@@ -184,6 +205,13 @@ def from_torchvision(name: str, weights: str | None = "DEFAULT", **kwargs) -> Im
         ImageNet preprocessing and labels.
     **kwargs
         Passed to ``torchvision.models.get_model``.
+
+    Raises
+    ------
+    ValueError
+        An unknown model or weights name.
+    OSError
+        The weights are not cached and could not be downloaded.
     """
     import torchvision
 
@@ -194,12 +222,25 @@ def from_torchvision(name: str, weights: str | None = "DEFAULT", **kwargs) -> Im
     input_size, resize_size, labels = 224, 256, list(imagenet_labels())
     weights_enum = None
     if weights is not None:
-        weights_enum = torchvision.models.get_model_weights(name).verify(weights)
+        choices = torchvision.models.get_model_weights(name)
+        try:
+            weights_enum = choices.verify(weights)
+        except (KeyError, ValueError):
+            names = ", ".join(["DEFAULT", *(w.name for w in choices)])
+            raise ValueError(f"weights: {name} has no weights named {weights!r}; use one of {names}, "
+                             f"or None for random weights") from None
         transform = weights_enum.transforms()
         mean, std = transform.mean, transform.std
         input_size, resize_size = transform.crop_size[0], transform.resize_size[0]
         labels = weights_enum.meta.get("categories", labels)
-    net = torchvision.models.get_model(name, weights=weights_enum, **kwargs)
+    try:
+        net = torchvision.models.get_model(name, weights=weights_enum, **kwargs)
+    except OSError as exc:  # URLError, a timeout or a full disk: the download did not finish
+        raise OSError(
+            f"weights: could not download the {name} weights {weights_enum.name if weights_enum else ''} "
+            f"({getattr(exc, 'reason', None) or exc}); connect to the network once (they are cached in "
+            f"{torch.hub.get_dir()}), or pass weights=None for random weights"
+        ) from exc
     module = nn.Sequential(Normalize(mean, std), net).eval()
     return ImageClassifier(module, (input_size, input_size), labels, resize_size, Image.BILINEAR, name=name)
 

@@ -42,3 +42,32 @@ def test_occlusion_on_default_model_top3(model):
     assert best.drop > 0.1 and best.occluded_score < result.base_scores[0]
     assert best.occluded_image.shape == (3, 224, 224)
     assert not np.array_equal(best.occluded_image, result.image)
+
+
+def test_default_model_gets_no_raw_module_notice(model):
+    import warnings
+
+    from occlusion_widget.models import RawModuleNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RawModuleNotice)
+        model.preprocess(ow.sample_image())
+
+
+def test_unknown_torchvision_weights_name_the_choices():
+    with pytest.raises(ValueError, match=r"resnet18 has no weights named 'NOPE'; use one of DEFAULT, IMAGENET1K_V1"):
+        ow.from_torchvision("resnet18", weights="NOPE")
+
+
+def test_offline_weights_download_is_one_clear_error(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: the weights must be downloaded
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(OSError, match=r"could not download the resnet18 weights IMAGENET1K_V1.*weights=None") as info:
+        ow.from_torchvision("resnet18")
+    assert str(tmp_path) in str(info.value)
