@@ -191,3 +191,29 @@ def test_bad_parameters_are_refused_naming_them(x, kwargs, error, words):
         integrated_gradients(Tiny().eval(), x, device="cpu", **kwargs)
     assert words in str(info.value)  # each names the parameter (and says what is allowed)
     assert "use " in str(info.value)
+
+
+class Sqrt(nn.Module):
+    """sqrt of [0, 1] pixels: finite scores, an infinite gradient at 0 (the black baseline, alpha = 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x.flatten(1)[:, :4])
+
+
+def test_nan_scores_gradients_and_detached_models_are_refused(x):
+    with pytest.raises(ValueError, match="gradient of class 0's score holds NaN or infinite values"):
+        integrated_gradients(Sqrt(), x, 0, rule="riemann_left", steps=4, device="cpu")
+    with pytest.raises(ValueError, match="NaN or infinite scores on the baseline"):
+        integrated_gradients(lambda_module(lambda b: b.flatten(1)[:, :3].log()), x, 0, steps=4, device="cpu")
+    with pytest.raises(ValueError, match="does not require grad"):
+        integrated_gradients(lambda_module(lambda b: b.flatten(1)[:, :3].detach()), x, 0, steps=4, device="cpu")
+    with pytest.raises(TypeError, match="progress=5 is not allowed"):
+        integrated_gradients(Tiny().eval(), x, progress=5, device="cpu")
+
+
+def lambda_module(fn) -> nn.Module:
+    class Wrapped(nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return fn(batch)
+
+    return Wrapped()

@@ -131,6 +131,8 @@ def integrated_gradients(
         raise ValueError(f"steps={steps!r} is not allowed with rule='riemann_trapezoid'; use steps >= 2")
     check_positive_int(batch_size, "batch_size", allow_none=True)
     _check_baseline_type(baseline)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress={progress!r} is not allowed; use None or a callable progress(done, total, partial)")
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         base_x, described = _resolve_baseline(baseline, p.x, p.is_signal)
@@ -138,6 +140,10 @@ def integrated_gradients(
         score, output_name = score_function(p.module, output, None, p.is_signal)
         with torch.no_grad():
             ends = score(torch.stack([p.x, base_x]))  # the input's and the baseline's scores
+        if not torch.isfinite(ends).all():
+            where = "input" if not torch.isfinite(ends[0]).all() else "baseline"
+            raise ValueError(f"integrated_gradients: the model gave NaN or infinite scores on the {where}; "
+                             "attributions of them would be NaN")
         target_idx = resolve_targets(targets, top_k, ends[0])
         index = torch.as_tensor(target_idx, device=ends.device)
         input_scores, baseline_scores = ends[0, index].double(), ends[1, index].double()
@@ -160,10 +166,16 @@ def integrated_gradients(
             points = (base_x[None] + a * diff[None]).detach().requires_grad_(True)
             scores = score(points)
             n_forward += 1
+            if not scores.requires_grad:
+                raise ValueError("integrated_gradients: the score does not require grad; the model's forward "
+                                 "detaches it or runs under torch.no_grad(); gradient methods need a differentiable forward")
             for k, t in enumerate(target_idx):
                 # Eval mode: the points are independent, so the gradient of the batch sum
                 # holds each point's own gradient.
                 (grad,) = torch.autograd.grad(scores[:, int(t)].sum(), points, retain_graph=k < len(target_idx) - 1)
+                if not torch.isfinite(grad).all():
+                    raise ValueError(f"integrated_gradients: the gradient of class {int(t)}'s score holds NaN or "
+                                     f"infinite values on the path (alphas {alphas[done]:.3g}..{alphas[done + b - 1]:.3g})")
                 total[k] += (grad.double() * w).sum(dim=0)
             done += b
             if progress is not None:
