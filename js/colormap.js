@@ -149,25 +149,3 @@ export function colorbarTicks(limit, signed = true) {
   if (!signed) return [limit, (limit * 3) / 4, limit / 2, limit / 4, 0];
   return [limit, limit / 2, 0, -limit / 2, -limit];
 }
-
-/**
- * A short signed number: "+0.412", "−0.0031", "0".
- * @param {number} value
- * @param {number} [digits] significant digits
- */
-export function formatValue(value, digits = 3) {
-  if (value !== value) return "–";
-  if (value === 0 || Math.abs(value) < 1e-12) return "0";
-  const text = Number(Math.abs(value).toPrecision(digits)).toString();
-  return (value > 0 ? "+" : "\u2212") + text;
-}
-
-/**
- * A short number without a plus sign, for non-negative scales: "0.412", "0.0031".
- * @param {number} value
- * @param {number} [digits] significant digits
- */
-export function formatMagnitude(value, digits = 3) {
-  const text = formatValue(value, digits);
-  return text.startsWith("+") ? text.slice(1) : text;
-}

@@ -3,8 +3,8 @@
 
 import { h, setPressed } from "./ui.js";
 import { decodePanel } from "./decode.js";
-import { symmetricLimit, tableFor } from "./colormap.js";
-import { methodTitle, methodHint, formatAUC, panelStatus, compareSummary } from "./methods.js";
+import { symmetricLimit, tableFor, colorbarTicks } from "./colormap.js";
+import { methodTitle, methodHint, formatAUC, panelStatus, compareSummary, tickLabels } from "./methods.js";
 import { MapPainter } from "./paint.js";
 
 /** Longest side of a panel's canvas, CSS pixels. */
@@ -29,6 +29,8 @@ export class CompareView {
     this.toggle = toggle;
     this.hooks = hooks;
     this.painter = new MapPainter();
+    /** @type {{source: HTMLCanvasElement, head: string, foot: string, lut: Uint8Array, ticks: string[]}[]} what a download draws */
+    this.figure = [];
     this.summary = h("div", { class: "ow-section-title" });
     this.grid = h("div", { class: "ow-compare-grid" });
     const note = h(
@@ -57,7 +59,13 @@ export class CompareView {
     const state = this.model.get("comparison_data") || {};
     this.summary.textContent = compareSummary(state);
     this.section.dataset.status = state.status ?? "pending";
+    this.figure = [];
     this.grid.replaceChildren(...(state.panels ?? []).map((panel) => this.card(panel)));
+  }
+
+  /** Whether the view is open (a download then saves all its panels). */
+  get open() {
+    return Boolean(this.model.get("compare")) && this.figure.length > 0;
   }
 
   /** @param {any} panel  one entry of comparison_data.panels */
@@ -82,6 +90,10 @@ export class CompareView {
       smooth: panel.upsampling !== "nearest" && map.width === width,
     };
     this.painter.paint(canvas, this.hooks.image(), layer);
+    const output = panel.method === "occlusion" ? m.get("output") : m.get("gradient_output");
+    const ticks = layer ? tickLabels(colorbarTicks(layer.limit, layer.signed), panel.method, output) : [];
+    this.figure.push({ source: canvas, head: methodTitle(panel.method), lut, ticks,
+      foot: `deletion ${formatAUC(panel.deletion_auc)} \u2193   insertion ${formatAUC(panel.insertion_auc)} \u2191` });
     const status = panelStatus(panel);
     const auc = (label, value, hint, arrow) =>
       h("span", { class: "ow-auc", title: hint }, `${label} `, h("b", {}, formatAUC(value)), h("span", { class: "ow-auc-arrow" }, arrow));

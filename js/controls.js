@@ -36,7 +36,7 @@ function onCommit(input, fn) {
  * @param {any} model
  * @param {HTMLElement} container
  * @param {ControlHooks} hooks
- * @returns {{sync: () => void, dispose: () => void}}
+ * @returns {{sync: () => void, setKernel: (alive: boolean) => void, dispose: () => void}}
  */
 export function buildControls(model, container, hooks) {
   /** @type {(() => void)[]} */
@@ -219,6 +219,11 @@ export function buildControls(model, container, hooks) {
   sync();
   return {
     sync,
+    // Without a kernel nothing can be recomputed: the parameter groups are disabled (display stays).
+    setKernel: (alive) => {
+      groups.occlusion.disabled = !alive;
+      groups.gradients.disabled = !alive;
+    },
     dispose: () => {
       for (const name of names) model.off(`change:${name}`, sync);
       model.off("change:layer_data", syncLayers);

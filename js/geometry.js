@@ -115,3 +115,66 @@ export function resolvePair(value, shape, fraction) {
   if (typeof value === "number") return [value, value];
   return [Math.max(1, Math.round(fraction * shape[0])), Math.max(1, Math.round(fraction * shape[1]))];
 }
+
+/**
+ * The mask size a mask-size trait stands for, or null when the engine would refuse it (so
+ * nothing is drawn until the value is valid): "auto", a positive integer or an [h, w] pair
+ * of them, each at most the image's side (axes of length 1 always take 1, as in the engine).
+ * @param {unknown} value
+ * @param {[number, number]} shape  (H, W)
+ * @param {number} [fraction]  the "auto" fraction
+ * @returns {[number, number] | null}
+ */
+export function validMaskSize(value, shape, fraction = 0.2) {
+  let pair;
+  if (value === "auto") return resolvePair("auto", shape, fraction);
+  if (typeof value === "number") pair = [value, value];
+  else if (Array.isArray(value) && value.length === 2) pair = [value[0], value[1]];
+  else return null;
+  pair = pair.map((v, i) => (shape[i] === 1 && Number.isInteger(v) ? 1 : v));
+  const ok = pair.every((v, i) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= shape[i]);
+  return ok ? /** @type {[number, number]} */ (pair) : null;
+}
+
+/**
+ * @typedef {object} FigurePanel
+ * @property {Rect} head   the panel's title line (height 0 without titles)
+ * @property {Rect} image
+ * @property {Rect} bar    the colour bar beside the image
+ * @property {number} ticksX  left edge of the tick labels
+ * @property {Rect} foot   the line under the image (height 0 without footers)
+ */
+
+/** Sizes of the downloaded figure, CSS pixels. */
+export const FIGURE = { pad: 14, title: 46, head: 20, foot: 20, barGap: 8, bar: 14, ticks: 50, gap: 18 };
+
+/**
+ * Where everything goes in a downloaded figure: a title band across the top, then `count`
+ * panels in rows of `columns`, each an image of `imageW` x `imageH` with its colour bar and
+ * tick labels to the right, an optional title line above and footer line below.
+ * @param {{count: number, columns?: number, imageW: number, imageH: number, heads?: boolean, feet?: boolean}} spec
+ * @returns {{width: number, height: number, title: Rect, panels: FigurePanel[]}}
+ */
+export function figureLayout({ count, columns = count, imageW, imageH, heads = false, feet = false }) {
+  if (!(count >= 1) || !(imageW > 0) || !(imageH > 0)) throw new RangeError(`figureLayout: need count >= 1 and a positive image size, got ${count}, ${imageW}x${imageH}`);
+  const f = FIGURE;
+  const cols = Math.max(1, Math.min(columns, count));
+  const rows = Math.ceil(count / cols);
+  const iw = Math.round(imageW);
+  const ih = Math.round(imageH);
+  const panelW = iw + f.barGap + f.bar + 4 + f.ticks;
+  const panelH = (heads ? f.head : 0) + ih + (feet ? f.foot : 0);
+  const width = 2 * f.pad + cols * panelW + (cols - 1) * f.gap;
+  const height = f.pad + f.title + rows * panelH + (rows - 1) * f.gap + f.pad;
+  const panels = [];
+  for (let i = 0; i < count; i++) {
+    const left = f.pad + (i % cols) * (panelW + f.gap);
+    const top = f.pad + f.title + Math.floor(i / cols) * (panelH + f.gap);
+    const head = { left, top, width: panelW, height: heads ? f.head : 0 };
+    const image = { left, top: top + head.height, width: iw, height: ih };
+    const bar = { left: left + iw + f.barGap, top: image.top, width: f.bar, height: ih };
+    const foot = { left, top: image.top + ih, width: panelW, height: feet ? f.foot : 0 };
+    panels.push({ head, image, bar, ticksX: bar.left + f.bar + 4, foot });
+  }
+  return { width, height, title: { left: f.pad, top: f.pad, width: width - 2 * f.pad, height: f.title }, panels };
+}

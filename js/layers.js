@@ -3,7 +3,8 @@
 
 import { h, setPressed, renderLayerOptions } from "./ui.js";
 import { decodeActivations, plane } from "./decode.js";
-import { tableFor, unitScale, formatValue } from "./colormap.js";
+import { tableFor, unitScale } from "./colormap.js";
+import { formatNumber } from "./methods.js";
 import { MapPainter } from "./paint.js";
 
 const COUNTS = [8, 16, 32, 64];
@@ -87,7 +88,7 @@ export class LayerView {
       this.scaled = unitScale(plane(acts.data, acts.n, size, i), this.scaled);
       this.painter.paint(canvas, null, { values: this.scaled, height: acts.height, width: acts.width, limit: 1, signed: false, lut, opacity: 1, smooth: false });
       const channel = acts.channels[i];
-      const strength = formatValue(acts.strength[i]);
+      const strength = formatNumber(acts.strength[i], { signed: true });
       tiles.push(
         h(
           "figure",
@@ -98,6 +99,14 @@ export class LayerView {
       );
     }
     return tiles;
+  }
+
+  /**
+   * Without a kernel no other layer can be computed: its selectors are disabled.
+   * @param {boolean} alive
+   */
+  setKernel(alive) {
+    for (const node of [this.layerSelect, this.strengthSelect, this.countSelect]) node.disabled = !alive;
   }
 
   dispose() {

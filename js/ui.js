@@ -1,7 +1,12 @@
 // DOM building blocks of the widget: layout, tabs, score lists. No state, no maths.
 
-import { formatValue } from "./colormap.js";
-import { METHOD_ORDER, methodTitle, methodHint } from "./methods.js";
+import { methodTitle, methodHint, formatScore } from "./methods.js";
+
+/** What the banner says when no kernel answers (a saved page, a closed notebook). */
+export const KERNELLESS_TEXT = "No kernel is running: these are the saved maps. Changing parameters needs a running kernel.";
+
+/** The read-out's text while the pointer is not over the image. */
+export const READOUT_HINT = "Hover the image to read values; drag to move the mask.";
 
 /**
  * Create an element: h("div", {class: "x", onclick: fn}, child, "text").
@@ -27,16 +32,6 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 /**
- * A score as the model reports it: probabilities in percent, logits as numbers.
- * @param {number} value
- * @param {string} output
- */
-export function formatScore(value, output) {
-  if (output === "probability") return `${(value * 100).toFixed(value >= 0.995 || value < 0.1 ? 1 : 0)}%`;
-  return value.toFixed(2);
-}
-
-/**
  * The skeleton; returns the nodes the view fills in.
  * @param {HTMLElement} el
  */
@@ -53,7 +48,7 @@ export function buildLayout(el) {
     tabs: h("div", { class: "ow-tabs", role: "tablist" }),
     canvas: /** @type {HTMLCanvasElement} */ (h("canvas", { class: "ow-canvas" })),
     mask: h("div", { class: "ow-mask", title: "Drag the mask" }, h("div", { class: "ow-mask-cross" })),
-    readout: h("div", { class: "ow-readout" }, "Hover the image to read values; drag to move the mask."),
+    readout: h("div", { class: "ow-readout" }, READOUT_HINT),
     barTop: h("div", { class: "ow-colorbar-end" }, "supports"),
     barBottom: h("div", { class: "ow-colorbar-end" }, "opposes"),
     barGradient: h("div", { class: "ow-colorbar-gradient" }),
@@ -67,10 +62,14 @@ export function buildLayout(el) {
     download: h("button", { class: "ow-button", type: "button", title: "Download the image with the heatmap as PNG" }, "Download PNG"),
     controls: h("div", { class: "ow-controls" }),
     error: h("div", { class: "ow-error", role: "alert" }),
+    banner: h("div", { class: "ow-banner", role: "status", hidden: true }, KERNELLESS_TEXT),
+    notice: h("div", { class: "ow-notice", hidden: true }),
     compare: h("section", { class: "ow-compare ow-section", hidden: true }),
     layers: h("section", { class: "ow-layers ow-section", hidden: true }),
   };
   refs.stage = h("div", { class: "ow-stage" }, refs.canvas, refs.mask);
+  refs.left = h("div", { class: "ow-left" }, refs.stage, refs.readout, h("div", { class: "ow-actions" }, refs.worst, refs.download));
+  refs.colorbar = h("div", { class: "ow-bar-column" });
   const header = h(
     "div",
     { class: "ow-header" },
@@ -90,7 +89,8 @@ export function buildLayout(el) {
     h("div", { class: "ow-colorbar-body" }, refs.barGradient, refs.barTicks),
     refs.barBottom,
   );
-  const preview = h(
+  refs.colorbar.append(colorbar, refs.barCaption);
+  refs.preview = h(
     "div",
     { class: "ow-preview" },
     h("div", { class: "ow-section-title" }, "Mask preview"),
@@ -103,27 +103,22 @@ export function buildLayout(el) {
       h("div", {}, h("div", { class: "ow-score-head" }, "With mask"), refs.previewMasked),
     ),
   );
-  const main = h(
-    "div",
-    { class: "ow-main" },
-    h("div", { class: "ow-left" }, refs.stage, refs.readout, h("div", { class: "ow-actions" }, refs.worst, refs.download)),
-    h("div", { class: "ow-bar-column" }, colorbar, refs.barCaption),
-    preview,
-  );
-  refs.root = h("div", { class: "ow-root" }, header, toolbar, refs.tabs, main, refs.error, refs.compare, refs.layers, refs.controls);
+  const main = h("div", { class: "ow-main" }, refs.left, refs.colorbar, refs.preview);
+  refs.root = h("div", { class: "ow-root" }, header, refs.banner, refs.notice, toolbar, refs.tabs, main, refs.error, refs.compare, refs.layers, refs.controls);
   el.replaceChildren(refs.root);
   return refs;
 }
 
 /**
- * The method selector: one button per method, the current one pressed.
+ * The method selector: one button per offered method, the current one pressed.
  * @param {HTMLElement} container
  * @param {string} current
+ * @param {{method: string, enabled: boolean}[]} offered  (methods.js: offeredMethods)
  * @param {(method: string) => void} onSelect
  */
-export function renderMethods(container, current, onSelect) {
+export function renderMethods(container, current, offered, onSelect) {
   container.replaceChildren(
-    ...METHOD_ORDER.map((m) =>
+    ...offered.map(({ method: m, enabled }) =>
       h(
         "button",
         {
@@ -132,7 +127,8 @@ export function renderMethods(container, current, onSelect) {
           role: "radio",
           "aria-checked": m === current ? "true" : "false",
           "data-method": m,
-          title: methodHint(m),
+          disabled: !enabled,
+          title: enabled ? methodHint(m) : `${methodHint(m)} (needs a running kernel)`,
           onclick: () => onSelect(m),
         },
         methodTitle(m),
@@ -152,14 +148,14 @@ export function setPressed(button, on) {
 }
 
 /**
- * One tab per class: name and unoccluded score.
+ * One tab per class: name and unoccluded score (see methods.js: tabScores).
  * @param {HTMLElement} container
  * @param {{id: number, name: string, score: number}[]} classes
  * @param {number} selected
- * @param {string} output
+ * @param {{text: string, title: string}[]} scores
  * @param {(index: number) => void} onSelect
  */
-export function renderTabs(container, classes, selected, output, onSelect) {
+export function renderTabs(container, classes, selected, scores, onSelect) {
   container.replaceChildren(
     ...classes.map((c, i) =>
       h(
@@ -170,11 +166,11 @@ export function renderTabs(container, classes, selected, output, onSelect) {
           type: "button",
           "aria-selected": i === selected ? "true" : "false",
           "data-index": String(i),
-          title: `class ${c.id}: ${output} ${formatScore(c.score, output)}`,
+          title: scores[i]?.title ?? "",
           onclick: () => onSelect(i),
         },
         h("span", { class: "ow-tab-name" }, c.name),
-        h("span", { class: "ow-tab-score" }, formatScore(c.score, output)),
+        h("span", { class: "ow-tab-score" }, scores[i]?.text ?? ""),
       ),
     ),
   );
@@ -200,18 +196,6 @@ export function renderScores(list, scores, highlight, output) {
       ),
     ),
   );
-}
-
-/**
- * "tabby: 81% → 12% (−0.69)" for the current class.
- * @param {{id: number, base: number, occluded: number} | undefined} target
- * @param {string} name
- * @param {string} output
- */
-export function targetSummary(target, name, output) {
-  if (!target) return "";
-  const drop = target.base - target.occluded;
-  return `${name}: ${formatScore(target.base, output)} \u2192 ${formatScore(target.occluded, output)} (drop ${formatValue(drop)})`;
 }
 
 /**

@@ -3,11 +3,11 @@
 
 import { throttle, Sequencer } from "./throttle.js";
 import { decodeMaps, classValues } from "./decode.js";
-import { tableFor, symmetricLimit, gradientCSS, colorbarTicks, formatValue } from "./colormap.js";
-import { clientToImage, clamp, maskBox, boxToPercent, mapIndex, resolvePair } from "./geometry.js";
-import { methodHeading, mapCaption, barEnds, readoutText, worstLabel } from "./methods.js";
-import { h, buildLayout, renderTabs, renderScores, targetSummary, renderMethods } from "./ui.js";
-import { decodePNG, MapPainter } from "./paint.js";
+import { tableFor, symmetricLimit, gradientCSS, colorbarTicks } from "./colormap.js";
+import { clientToImage, clamp, maskBox, boxToPercent, mapIndex, validMaskSize } from "./geometry.js";
+import { methodHeading, mapCaption, mapOutput, barEnds, readoutText, worstLabel, tickLabels, targetSummary, tabScores, offeredMethods, methodTitle } from "./methods.js";
+import { h, buildLayout, renderTabs, renderScores, renderMethods, READOUT_HINT } from "./ui.js";
+import { decodePNG, MapPainter, drawFigure } from "./paint.js";
 import { buildControls } from "./controls.js";
 import { CompareView } from "./compare.js";
 import { LayerView } from "./layers.js";
@@ -16,6 +16,8 @@ import { LayerView } from "./layers.js";
 const PREVIEW_HZ = 10;
 /** Largest side of the main canvas, CSS pixels. */
 const DISPLAY_SIZE = 416;
+/** How long to wait for the kernel's answer to a ping before saying that none runs, ms. */
+const PONG_TIMEOUT_MS = 3000;
 
 class OcclusionView {
   /** @param {any} model @param {HTMLElement} el */
@@ -46,6 +48,12 @@ class OcclusionView {
     });
     this.compare = new CompareView(model, this.ui.compare, this.ui.compareToggle, { image: () => this.image, shape: () => this.shape });
     this.layers = new LayerView(model, this.ui.layers, this.ui.layersToggle);
+    // Is a kernel answering? null: not known yet. A saved page's model shim says so up front.
+    /** @type {boolean | null} */ this.kernel = model.kernelless === true ? false : null;
+    this.onCustom = (msg) => {
+      if (msg && msg.type === "pong") this.setKernel(true);
+    };
+    this.on("msg:custom", this.onCustom);
     this.bindModel();
     this.bindPointer();
     this.ui.worst.addEventListener("click", () => this.moveToWorst());
@@ -57,6 +65,39 @@ class OcclusionView {
     this.onTabs();
     this.onMethod();
     this.onPreview();
+    this.onNotice();
+    if (this.kernel === false) this.setKernel(false);
+    else {
+      this.pongTimer = setTimeout(() => this.kernel === null && this.setKernel(false), PONG_TIMEOUT_MS);
+      try {
+        model.send({ type: "ping" });
+      } catch {
+        this.setKernel(false); // no comm at all
+      }
+    }
+  }
+
+  /**
+   * Whether a kernel answers: without one the parameter controls, Stop and the methods the
+   * page has no maps for are disabled and a banner says why; display controls, class tabs,
+   * hover, the compare panels and the mask preview keep working.
+   * @param {boolean} alive
+   */
+  setKernel(alive) {
+    this.kernel = alive;
+    clearTimeout(this.pongTimer);
+    this.ui.banner.hidden = alive;
+    this.ui.root.dataset.kernel = alive ? "yes" : "no";
+    this.controls.setKernel(alive);
+    this.layers.setKernel?.(alive);
+    this.ui.stop.disabled = !alive;
+    this.onMethod();
+  }
+
+  onNotice() {
+    const notice = this.model.get("notice") ?? "";
+    this.ui.notice.textContent = notice;
+    this.ui.notice.hidden = !notice;
   }
 
   on(event, fn) {
@@ -82,6 +123,7 @@ class OcclusionView {
     this.on("change:error", () => this.onStatus());
     this.on("change:preview", () => this.onPreview());
     this.on("change:model_name", () => this.onStatus());
+    this.on("change:notice", () => this.onNotice());
     for (const name of ["mask_size", "mask_clipping", "resolved_params"]) this.on(`change:${name}`, () => this.placeMask());
     this.on("change:preview_request", () => {
       const r = this.model.get("preview_request") || {};
@@ -124,6 +166,8 @@ class OcclusionView {
       this.ui.canvas.width = Math.round(this.shape[1] * scale * ratio);
       this.ui.canvas.height = Math.round(this.shape[0] * scale * ratio);
       this.ui.stage.style.width = `${Math.round(this.shape[1] * scale)}px`;
+      // The column is as wide as the image: a longer read-out wraps instead of widening it.
+      this.ui.left.style.width = `${Math.round(this.shape[1] * scale)}px`;
       this.ui.stage.style.aspectRatio = `${this.shape[1]} / ${this.shape[0]}`;
       this.ui.previewCanvas.width = this.shape[1];
       this.ui.previewCanvas.height = this.shape[0];
@@ -159,8 +203,9 @@ class OcclusionView {
     canvas.dataset.method = method;
     this.ui.barGradient.style.background = gradientCSS(lut);
     this.ui.barGradient.dataset.signed = String(signed);
-    const format = (v) => (signed ? formatValue(v, 2) : formatValue(v, 2).replace(/^\+/, ""));
-    this.ui.barTicks.replaceChildren(...colorbarTicks(limit, signed).map((v) => h("span", {}, format(v))));
+    const output = mapOutput(method, this.model.get("resolved_params"), this.model.get("output"));
+    this.ticks = tickLabels(colorbarTicks(limit, signed), method, output);
+    this.ui.barTicks.replaceChildren(...this.ticks.map((text) => h("span", {}, text)));
     const [top, bottom] = barEnds(signed);
     this.ui.barTop.textContent = top;
     this.ui.barBottom.textContent = bottom;
@@ -172,7 +217,8 @@ class OcclusionView {
 
   onMethod() {
     const method = this.model.get("method");
-    renderMethods(this.ui.methods, method, (m) => {
+    const offered = offeredMethods(method, this.kernel !== false, this.model.availableMethods);
+    renderMethods(this.ui.methods, method, offered, (m) => {
       this.model.set("method", m);
       this.model.save_changes();
     });
@@ -183,7 +229,7 @@ class OcclusionView {
   onTabs() {
     const classes = this.model.get("classes") || [];
     const output = this.model.get("resolved_params")?.output ?? this.model.get("output");
-    renderTabs(this.ui.tabs, classes, this.selected, output, (i) => {
+    renderTabs(this.ui.tabs, classes, this.selected, tabScores(classes, output, this.shownPreview), (i) => {
       this.model.set("selected", i);
       this.model.save_changes();
     });
@@ -211,13 +257,17 @@ class OcclusionView {
 
   // --- the draggable mask --------------------------------------------------------------------
 
+  /** @returns {[number, number] | null}  null: not a size the engine accepts (nothing is drawn) */
   maskSize() {
-    if (this.liveMaskSize !== null) return [this.liveMaskSize, this.liveMaskSize];
-    return resolvePair(this.model.get("mask_size"), this.shape, 0.2);
+    if (this.liveMaskSize !== null) return validMaskSize(this.liveMaskSize, this.shape);
+    return validMaskSize(this.model.get("mask_size"), this.shape);
   }
 
   placeMask() {
-    const box = maskBox(this.mask.y, this.mask.x, this.maskSize(), this.shape, this.model.get("mask_clipping"));
+    const size = this.maskSize();
+    this.ui.mask.hidden = !size;
+    if (!size) return;
+    const box = maskBox(this.mask.y, this.mask.x, size, this.shape, this.model.get("mask_clipping"));
     const p = boxToPercent(box, this.shape);
     Object.assign(this.ui.mask.style, { left: `${p.left}%`, top: `${p.top}%`, width: `${p.width}%`, height: `${p.height}%` });
   }
@@ -266,7 +316,9 @@ class OcclusionView {
     stage.addEventListener("pointerup", end);
     stage.addEventListener("pointercancel", end);
     stage.addEventListener("pointerleave", () => {
-      if (!this.dragging) this.ui.readout.textContent = "Hover the image to read values; drag to move the mask.";
+      if (this.dragging) return;
+      this.ui.readout.textContent = READOUT_HINT;
+      delete this.ui.readout.dataset.value;
     });
   }
 
@@ -279,7 +331,10 @@ class OcclusionView {
     const value = i < 0 ? NaN : classValues(maps, this.selected)[i];
     const name = (this.model.get("classes") || [])[this.selected]?.name ?? "";
     const peak = maps.ranges[this.selected]?.[1] ?? NaN;
-    this.ui.readout.textContent = readoutText(maps.method, value, peak, ix, iy, name);
+    const output = mapOutput(maps.method, this.model.get("resolved_params"), this.model.get("output"));
+    this.ui.readout.textContent = readoutText(maps.method, value, peak, ix, iy, name, output);
+    // The exact value and where, for tests and tools (the text is rounded).
+    Object.assign(this.ui.readout.dataset, { value: String(value), x: String(ix), y: String(iy), selected: String(this.selected) });
   }
 
   moveToWorst() {
@@ -298,6 +353,7 @@ class OcclusionView {
     this.shownPreview = p;
     this.drawPreviewImage();
     this.renderPreviewScores();
+    this.onTabs(); // the tabs show the preview's unoccluded scores
   }
 
   drawPreviewImage() {
@@ -335,10 +391,37 @@ class OcclusionView {
 
   // --- export ----------------------------------------------------------------------------------
 
+  /**
+   * The figure of what is shown: the map (or, with the compare view open, every method's
+   * panel with its AUCs), colour bars with their numbers, and a title with class, score and method.
+   * @returns {HTMLCanvasElement}
+   */
+  figure() {
+    const m = this.model;
+    const current = (m.get("classes") || [])[this.selected];
+    const output = m.get("resolved_params")?.output ?? m.get("output");
+    const score = current ? ` \u00b7 ${tabScores([current], output, this.shownPreview)[0].text}` : "";
+    const title = `${current?.name ?? "map"}${score}`;
+    const method = this.maps ? this.maps.method : m.get("method");
+    const ratio = typeof devicePixelRatio === "number" ? Math.min(devicePixelRatio, 2) : 1;
+    const [height, width] = this.shape;
+    if (this.compare.open) {
+      const size = 224 / Math.max(height, width);
+      return drawFigure({ title, subtitle: `${this.compare.summary.textContent} \u00b7 deletion AUC: lower is better, insertion AUC: higher is better`,
+        imageW: width * size, imageH: height * size, columns: 4, panels: this.compare.figure }, ratio);
+    }
+    const signed = this.maps ? this.maps.signed : true;
+    const ends = barEnds(signed);
+    const caption = mapCaption(method, m.get("resolved_params"), m.get("output"));
+    const size = DISPLAY_SIZE / Math.max(height, width);
+    return drawFigure({ title, subtitle: `${methodTitle(method)} \u00b7 ${caption} \u00b7 top: ${ends[0]}, bottom: ${ends[1]}`,
+      imageW: width * size, imageH: height * size, panels: [{ source: this.ui.canvas, lut: this.lut(signed), ticks: this.ticks ?? [] }] }, ratio);
+  }
+
   download() {
     const name = ((this.model.get("classes") || [])[this.selected]?.name ?? "map").replace(/[^\w-]+/g, "_");
-    const method = this.maps ? this.maps.method : "occlusion";
-    const link = h("a", { href: this.ui.canvas.toDataURL("image/png"), download: `${method}_${name}.png` });
+    const method = this.compare.open ? "compare" : this.maps ? this.maps.method : "occlusion";
+    const link = h("a", { href: this.figure().toDataURL("image/png"), download: `${method}_${name}.png` });
     document.body.append(link);
     link.click();
     link.remove();
@@ -346,6 +429,7 @@ class OcclusionView {
 
   dispose() {
     for (const [event, fn] of this.listeners) this.model.off(event, fn);
+    clearTimeout(this.pongTimer);
     this.controls.dispose();
     this.compare.dispose();
     this.layers.dispose();

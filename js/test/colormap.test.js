@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, formatValue, formatMagnitude, finiteRange, unitScale, tableFor } from "../colormap.js";
+import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, finiteRange, unitScale, tableFor } from "../colormap.js";
 
 // The real tables (sampled from matplotlib by occlusion_widget._frontend.colormap_tables)
 // when tests/test_js.py passes them in OW_COLORMAPS; RdBu_r's two ends and centre otherwise.
@@ -82,13 +82,8 @@ test("gradientCSS runs bottom to top from the negative end", () => {
   assert.equal(css, "linear-gradient(to top, rgb(0, 0, 255) 0.0%, rgb(255, 0, 0) 100.0%)");
 });
 
-test("colour bar ticks and value formatting", () => {
+test("colour bar ticks of a signed scale run from +limit down to -limit", () => {
   assert.deepEqual(colorbarTicks(0.4), [0.4, 0.2, 0, -0.2, -0.4]);
-  assert.equal(formatValue(0.41234), "+0.412");
-  assert.equal(formatValue(-0.0031234), "\u22120.00312");
-  assert.equal(formatValue(0), "0");
-  assert.equal(formatValue(NaN), "–");
-  assert.equal(formatValue(0.5, 2), "+0.5");
 });
 
 test("every sequential table gets lighter from 0 to the top", { skip: !sequential && "no OW_SEQUENTIAL" }, () => {
@@ -113,8 +108,6 @@ test("paintRGBA without sign maps 0..limit over the whole table and clamps below
 
 test("colour bar ticks of a sequential scale run from the limit down to 0", () => {
   assert.deepEqual(colorbarTicks(2, false), [2, 1.5, 1, 0.5, 0]);
-  assert.equal(formatMagnitude(0.41234), "0.412");
-  assert.equal(formatMagnitude(0), "0");
 });
 
 test("finiteRange and unitScale ignore NaN; a constant map scales to 0", () => {
@@ -130,4 +123,28 @@ test("tableFor picks a table by name, else the first, else a fallback", () => {
   assert.deepEqual([...tableFor({ a: [1, 2, 3, 4, 5, 6], b: [6, 5, 4, 3, 2, 1] }, "b")], [6, 5, 4, 3, 2, 1]);
   assert.deepEqual([...tableFor({ a: [1, 2, 3, 4, 5, 6] }, "zzz")], [1, 2, 3, 4, 5, 6]);
   assert.equal(tableFor(undefined, "x").length, 9);
+});
+
+test("a full 256-entry signed scale reaches its ends at ±limit, not at half of it", () => {
+  // Entry i is (i, 0, 255 - i): the red channel of a painted pixel is the table index it used.
+  const flat = [];
+  for (let i = 0; i < 256; i++) flat.push(i, 0, 255 - i);
+  const lut = lookupTable(flat);
+  const limit = 0.37;
+  const values = [];
+  for (let s = -20; s <= 20; s++) values.push((s / 20) * limit);
+  const px = paintRGBA(new Float32Array(values), limit, lut, 1);
+  values.forEach((v, j) => {
+    const expected = 127.5 + (v / limit) * 127.5; // linear from index 0 at -limit to 255 at +limit
+    assert.ok(Math.abs(px[4 * j] - expected) <= 1, `value ${v.toFixed(4)}: index ${px[4 * j]}, expected ${expected.toFixed(1)}`);
+    assert.ok(Math.abs(colorFor(lut, v, limit)[0] - expected) <= 1, `colorFor at ${v.toFixed(4)}`);
+  });
+  const half = paintRGBA(new Float32Array([limit / 2, -limit / 2]), limit, lut, 1);
+  assert.ok(half[0] < 200 && half[4] > 55, `half the limit is three quarters up the scale, not its end: ${half[0]}, ${half[4]}`);
+  if (process.env.OW_COLORMAPS) {
+    // The real table too: +limit/2 is entry round(127.5 + 63.75) = 191 of RdBu_r, not its red end.
+    const mid = [...paintRGBA(new Float32Array([limit / 2]), limit, rdbu, 1).slice(0, 3)];
+    assert.deepEqual(mid, [...rdbu.slice(191 * 3, 191 * 3 + 3)]);
+    assert.notDeepEqual(mid, [...rdbu.slice(255 * 3)], "RdBu_r saturates at half the limit");
+  }
 });

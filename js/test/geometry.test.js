@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { clientToImage, imageToClient, clamp, maskBox, boxToPercent, mapIndex, resolvePair } from "../geometry.js";
+import { clientToImage, imageToClient, clamp, maskBox, boxToPercent, mapIndex, resolvePair, validMaskSize, figureLayout, FIGURE } from "../geometry.js";
 
 const rect = { left: 100, top: 50, width: 448, height: 448 };
 
@@ -47,4 +47,37 @@ test("resolvePair: auto is a fraction of each axis, ints and pairs pass through"
   assert.deepEqual(resolvePair([10, 20], [224, 224], 0.2), [10, 20]);
   assert.equal(clamp(5, 0, 3), 3);
   assert.equal(clamp(-1, 0, 3), 0);
+});
+
+test("validMaskSize: only sizes the engine accepts, else null (nothing is drawn)", () => {
+  const shape = [224, 224];
+  assert.deepEqual(validMaskSize("auto", shape), [45, 45]);
+  assert.deepEqual(validMaskSize(30, shape), [30, 30]);
+  assert.deepEqual(validMaskSize([10, 224], shape), [10, 224]);
+  for (const bad of [0, -5, 225, 1000, 2.5, NaN, "x", "", null, undefined, [10], [10, 300], [0, 5], ["a", 3]]) {
+    assert.equal(validMaskSize(bad, shape), null, JSON.stringify(bad));
+  }
+  assert.deepEqual(validMaskSize(5, [1, 100]), [1, 5], "a 1-D signal's height is always 1");
+  // What the old code drew for 1000: a box covering the whole image, not the mask the user asked for.
+  assert.deepEqual(maskBox(111.5, 111.5, [1000, 1000], shape, true), [0, 0, 224, 224]);
+});
+
+test("figureLayout: a title band on top, then panels with their colour bars, all inside and apart", () => {
+  const inside = (r, w, h) => r.left >= 0 && r.top >= 0 && r.left + r.width <= w && r.top + r.height <= h;
+  const apart = (a, b) => a.left + a.width <= b.left || b.left + b.width <= a.left || a.top + a.height <= b.top || b.top + b.height <= a.top;
+  const one = figureLayout({ count: 1, imageW: 416, imageH: 416 });
+  assert.ok(one.width > 416 && one.height > 416 + FIGURE.title, "larger than the picture alone");
+  assert.equal(one.title.top, FIGURE.pad);
+  assert.ok(one.panels[0].image.top >= one.title.top + one.title.height, "the title band is above the image");
+  assert.deepEqual([one.panels[0].image.width, one.panels[0].image.height], [416, 416]);
+  assert.ok(apart(one.panels[0].image, one.panels[0].bar) && one.panels[0].ticksX >= one.panels[0].bar.left + one.panels[0].bar.width);
+  assert.ok(one.panels[0].ticksX + FIGURE.ticks <= one.width - FIGURE.pad + 1e-9, "tick labels fit");
+  const four = figureLayout({ count: 4, columns: 4, imageW: 224, imageH: 168, heads: true, feet: true });
+  const rects = four.panels.flatMap((p) => [p.head, p.image, p.bar, p.foot]);
+  for (const r of rects) assert.ok(inside(r, four.width, four.height), JSON.stringify(r));
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) assert.ok(apart(rects[i], rects[j]), `${i} overlaps ${j}`);
+  const grid = figureLayout({ count: 4, columns: 2, imageW: 100, imageH: 100 });
+  assert.equal(grid.panels[2].image.left, grid.panels[0].image.left, "the third panel starts the second row");
+  assert.ok(grid.panels[2].image.top > grid.panels[0].image.top + 100);
+  assert.throws(() => figureLayout({ count: 0, imageW: 10, imageH: 10 }), RangeError);
 });

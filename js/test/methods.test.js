@@ -11,7 +11,7 @@ test("the four methods in the library's order, with titles", () => {
 });
 
 test("colour-bar captions say what the map measures", () => {
-  assert.equal(mapCaption("occlusion", { output: "probability" }), "drop in probability when occluded");
+  assert.equal(mapCaption("occlusion", { output: "probability" }), "drop in probability when occluded, percentage points");
   assert.equal(mapCaption("occlusion", undefined, "logit"), "drop in logit when occluded");
   assert.equal(mapCaption("grad_cam", { output: "logit", layer: "layer4" }), "Grad-CAM of the logit at layer4");
   assert.equal(mapCaption("saliency", { output: "logit" }), "|gradient| of the logit");
@@ -21,9 +21,10 @@ test("colour-bar captions say what the map measures", () => {
 });
 
 test("hover read-outs: signed drop for occlusion, magnitude and share of the peak otherwise", () => {
-  assert.equal(readoutText("occlusion", 0.25, 0.5, 3, 4, "tabby"), "+0.25 at (3, 4) \u2014 occluding here changes tabby by \u22120.25");
-  assert.equal(readoutText("grad_cam", 0.25, 0.5, 3, 4, "tabby"), "0.25 at (3, 4) (50% of the peak) \u2014 Grad-CAM for tabby");
-  assert.equal(readoutText("saliency", NaN, 1, 0, 0, "x"), "not computed yet at (0, 0)");
+  assert.equal(readoutText("occlusion", 0.25, 0.5, 3, 4, "tabby"), "(3, 4): occluding here changes tabby by \u221225.0 pp");
+  assert.equal(readoutText("occlusion", -0.5, 0.5, 3, 4, "tabby", "logit"), "(3, 4): occluding here changes tabby by +0.5");
+  assert.equal(readoutText("grad_cam", 0.25, 0.5, 3, 4, "tabby"), "(3, 4): Grad-CAM 0.25 (50% of the peak) for tabby");
+  assert.equal(readoutText("saliency", NaN, 1, 0, 0, "x"), "(0, 0): not computed yet");
   assert.equal(worstLabel("occlusion"), "Worst spot");
   assert.equal(worstLabel("smoothgrad"), "Map peak");
 });
