@@ -1,0 +1,133 @@
+"""Sharing notebooks: a headless run (nbclient, as nbconvert --execute and papermill do) saves the
+finished figure, and nbconvert's HTML shows it with the network off."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+# The kernel imports the tiny model of conftest.py; each forward sleeps so that every sweep outlasts its cell.
+SETUP = f"""import sys, torch
+sys.path.insert(0, {str(TESTS)!r})
+torch.set_num_threads(1)
+from conftest import tiny_model
+from occlusion_widget.widget import OcclusionWidget
+image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+w = OcclusionWidget(tiny_model(delay=0.3), image, stride=4, top_k=2)
+w"""
+
+
+def _notebook(*sources: str) -> dict:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": s}
+             for i, s in enumerate(sources)]
+    return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def _execute(path: Path, *sources: str, env: dict | None = None) -> dict:
+    """Run the cells as ``jupyter nbconvert --execute`` would, save, and read the file back."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.reads(json.dumps(_notebook(*sources)), as_version=4)
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    nbformat.write(nb, path)
+    return json.loads(path.read_text())
+
+
+def _png(output: dict) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(output["data"]["image/png"]))).convert("RGB")).astype(float)
+
+
+def _expected_png(stride: int) -> np.ndarray:
+    """The figure of the same maps computed here (same model, image and parameters)."""
+    import torch
+
+    sys.path.insert(0, str(TESTS))
+    from conftest import tiny_model
+    from occlusion_widget import occlusion_sensitivity
+    from occlusion_widget.render import figure_png
+    from PIL import Image
+
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    result = occlusion_sensitivity(tiny_model(), image, top_k=2, stride=stride)
+    return np.asarray(Image.open(io.BytesIO(figure_png(result))).convert("RGB")).astype(float)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict:
+    """A two-cell notebook run headless; the second cell changes the stride (its sweep ends after the last cell)."""
+    path = tmp_path_factory.mktemp("headless") / "shared.ipynb"
+    return _execute(path, SETUP, "w.stride = 8")
+
+
+def test_headless_run_saves_the_finished_figure(executed):
+    outputs = executed["cells"][0]["outputs"]
+    static = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(static) == 1, [sorted(o.get("data", {})) for o in outputs]
+    assert WIDGET_VIEW not in static[0]["data"], "the static output must not be a widget view (nbconvert ranks it first)"
+    caption = "".join(static[0]["data"]["text/plain"])
+    assert caption.startswith("occlusion maps: thing"), caption
+    png = _png(static[0])
+    assert png.shape[0] > 100 and png.shape[1] > 200
+    assert png.std() > 10, "the figure is not blank"
+    # The figure shows the last cell's settings (stride 8), whose sweep finished after the cell's code.
+    expected = _expected_png(8)
+    assert png.shape == expected.shape
+    assert np.abs(png - expected).mean() < 0.01 * 255, "the saved figure is not the stride-8 result"
+    assert np.abs(png - _expected_png(4)).mean() > 0.1, "the stride-4 and stride-8 figures must differ for this test to mean anything"
+
+
+def test_interactive_runs_do_not_wait(tmp_path):
+    """With the wait switched off (as in an interactive front end) the cell ends before the sweep: no figure."""
+    nb = _execute(tmp_path / "quick.ipynb", SETUP, env={"OCCLUSION_WIDGET_WAIT": "never"})
+    assert not [o for o in nb["cells"][0]["outputs"] if "image/png" in o.get("data", {})]
+
+
+def test_headless_detection(monkeypatch):
+    import IPython
+
+    from occlusion_widget import snapshot
+
+    class Kernel:
+        def __init__(self, allow_stdin):
+            self.parent = {"header": {"msg_type": "execute_request"}, "content": {"allow_stdin": allow_stdin}}
+
+        def get_parent(self, channel="shell"):
+            return self.parent
+
+    class Shell:
+        kernel = Kernel(False)
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell)
+    monkeypatch.delenv(snapshot.WAIT_ENV, raising=False)
+    assert snapshot.is_headless()
+    Shell.kernel = Kernel(True)
+    assert not snapshot.is_headless()
+    monkeypatch.setenv(snapshot.WAIT_ENV, "always")
+    assert snapshot.is_headless()
+    monkeypatch.setenv(snapshot.WAIT_ENV, "sometimes")
+    with pytest.raises(ValueError, match="OCCLUSION_WIDGET_WAIT='sometimes' is not allowed"):
+        snapshot.is_headless()
