@@ -25,7 +25,6 @@ A drill-down (approximate) line compares adaptive refinement with the exact map.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 
@@ -39,9 +38,6 @@ from occlusion_widget.engine.incremental import make_incremental_score
 from occlusion_widget.engine.incremental.strategy import AUTO_MAX_COST_RATIO
 from occlusion_widget.engine.sweep import _occlude, occlusion_sensitivity
 from occlusion_widget.models import from_torchvision, load_default_model, sample_image
-
-WIRED = "strategy" in inspect.signature(occlusion_sensitivity).parameters
-
 
 def load(name: str):
     if name == "efficientnet_lite0":
@@ -67,9 +63,8 @@ def timed(fn, repeats=None):
 
 
 def full_sweep(clf, x, targets, mask, stride, batch):
-    kw = dict(strategy="full") if WIRED else {}
     return occlusion_sensitivity(clf, x, targets, mask_size=mask, stride=stride, mask_clipping=False,
-                                 batch_size=batch, device="cpu", **kw)
+                                 batch_size=batch, device="cpu", strategy="full")
 
 
 @torch.inference_mode()
@@ -215,7 +210,7 @@ def main(argv=None):
     loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {loadavg:.2f} on {os.cpu_count()} cores, "
           f"CPU, float32, channels_last; "
-          f"sweep.py strategy= wired: {WIRED}; no GPU on this machine (the CUDA path is covered by the CPU tests)")
+          f"no GPU on this machine (the CUDA path is covered by the CPU tests)")
     record: list[dict] = []
     image = sample_image()
     for name in names:

@@ -54,6 +54,12 @@ def make_incremental_score(
         warning when the model is not supported. "auto": the evaluator when
         the model is supported, large enough (:data:`AUTO_MIN_MACS`) and the
         estimated cost ratio for ``mask_size`` is below :data:`AUTO_MAX_COST_RATIO`.
+        Models with global attention (an ``nn.MultiheadAttention``, as in
+        torchvision's ViT) are decided without tracing: every token attends to
+        every other, so after the first attention block the whole input is
+        dirty and the cost ratio is ~1 (0.99 for ViT-B/16 with any mask), while
+        tracing and caching the clean run cost ~2 forward passes (5.6 s on one
+        CPU thread). "incremental" still builds the (exact, not faster) evaluator.
     mask_size : (h, w)
         Needed by "auto".
     layer, is_signal
@@ -73,6 +79,8 @@ def make_incremental_score(
         return None
     if not explicit and (mask_size is None or _macs_upper_bound(module, x) < AUTO_MIN_MACS):
         return None  # decided without tracing: "auto" never touches small or conv-free models
+    if not explicit and any(isinstance(m, nn.MultiheadAttention) for m in module.modules()):
+        return None  # global attention: everything is dirty after it (see the docstring)
     try:
         autocast = torch.bfloat16 if precision == "bfloat16" else None
         evaluator = IncrementalEvaluator.build(module, x, fill, autocast_dtype=autocast)
