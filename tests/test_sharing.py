@@ -131,3 +131,49 @@ def test_headless_detection(monkeypatch):
     monkeypatch.setenv(snapshot.WAIT_ENV, "sometimes")
     with pytest.raises(ValueError, match="OCCLUSION_WIDGET_WAIT='sometimes' is not allowed"):
         snapshot.is_headless()
+
+
+def _browser():
+    from playwright.sync_api import sync_playwright
+
+    manager = sync_playwright().start()
+    browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return manager, browser
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+@pytest.mark.parametrize("widget_state", [True, False], ids=["with-widget-state", "without-widget-state"])
+def test_nbconvert_html_shows_the_figure_offline(executed, tmp_path, widget_state):
+    """nbconvert's HTML of the executed notebook, opened with the network off: the figure is drawn."""
+    from nbconvert import HTMLExporter
+    import nbformat
+
+    nb = nbformat.reads(json.dumps(executed), as_version=4)
+    if not widget_state:  # as JupyterLab saves by default
+        nb.metadata.pop("widgets", None)
+    else:
+        assert "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
+    html, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    page_path = tmp_path / "shared.html"
+    page_path.write_text(html, "utf-8")
+    manager, browser = _browser()
+    try:
+        context = browser.new_context(viewport={"width": 1100, "height": 1400})
+        context.set_offline(True)
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+        page = context.new_page()
+        page.goto(page_path.as_uri())
+        page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 200)")
+        shown = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-child')].map(c => ({
+            visible: c.getBoundingClientRect().height > 0, img: !!c.querySelector('img'), text: c.innerText.slice(0, 80)}))""")
+        assert [s["img"] for s in shown if s["visible"]] == [True], shown  # only the figure: no repr text, no blank widget
+        box = page.locator(".jp-OutputArea-child img").bounding_box()
+        pixels = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(io.BytesIO(page.screenshot(clip=box)))).astype(float)
+        assert pixels[..., :3].std() > 10, "the figure is blank"
+        red = (pixels[..., 0] - pixels[..., 2]) > 60
+        blue = (pixels[..., 2] - pixels[..., 0]) > 60
+        assert red.mean() > 0.005 and blue.mean() > 0.005, "the diverging map colours are drawn"
+    finally:
+        browser.close()
+        manager.stop()
