@@ -45,7 +45,8 @@ def figure(result: OcclusionResult | AttributionResult, cmap: str = "RdBu_r", al
         signed = method == "occlusion" or np.nanmin(result.maps[i]) < 0
         panel_cmap, vmin = (cmap, -limit) if signed else (sequential_cmap, 0.0)
         label = result.labels[i] if result.labels else f"class {int(result.targets[i])}"
-        ax.set_title(f"{label} ({score_name}={result.base_scores[i]:.2f})", fontsize=11)
+        # Labels are plain text: "$100 bill" must not start matplotlib's mathtext.
+        ax.set_title(f"{label} ({score_name}={result.base_scores[i]:.2f})", fontsize=11, parse_math=False)
         if result.is_signal:
             image = ax.imshow(result.maps[i][None], cmap=panel_cmap, vmin=vmin, vmax=limit, aspect="auto",
                               extent=(0, result.maps.shape[-1], -1, 1), alpha=0.8)

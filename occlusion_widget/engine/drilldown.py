@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from numbers import Integral, Real
 from dataclasses import replace
 from typing import Sequence
 
@@ -64,10 +65,11 @@ def drilldown_sensitivity(
         interpolated; ``params.strategy`` is ``"drilldown"`` and
         ``extra["drilldown"]`` holds the counts.
     """
-    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+    if not isinstance(fraction, Real) or isinstance(fraction, bool) or not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r} is not allowed; use a number in (0, 1]")
-    if not isinstance(coarse_factor, int) or isinstance(coarse_factor, bool) or coarse_factor < 1:
+    if not isinstance(coarse_factor, Integral) or isinstance(coarse_factor, bool) or coarse_factor < 1:
         raise ValueError(f"coarse_factor={coarse_factor!r} is not allowed; use an int >= 1")
+    fraction, coarse_factor = float(fraction), int(coarse_factor)
     for name in _NOT_HERE:
         if name in engine_params:
             raise TypeError(f"drilldown_sensitivity does not take {name}=")

@@ -43,9 +43,51 @@ def prepare_input(classifier: ImageClassifier, image: object) -> tuple[torch.Ten
         x = classifier.preprocess(image)
     if not torch.isfinite(x).all():
         raise ValueError("image: the input holds NaN or infinite values")
+    _check_channels(classifier.module, tuple(x.shape))
     if x.ndim == 2:
         return x.unsqueeze(1).contiguous(), True
     return x.contiguous(), False
+
+
+def first_conv(module: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first convolution (in registration order) whose ``in_channels`` is known, or None."""
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not isinstance(m, nn.modules.lazy.LazyModuleMixin):
+            return name, m
+    return None
+
+
+def _check_channels(module: nn.Module, shape: tuple[int, ...]) -> None:
+    """Refuse, before any forward pass, an input whose channels or rank the first convolution cannot take.
+
+    A 2-D tensor is a 1-D signal (C, L) when C is the model's channel count; otherwise it is most
+    likely an (H, W) image missing its channel axis, which would fail deep in the network.
+    """
+    found = first_conv(module)
+    if found is None:  # no convolution: nothing to read the expected shape from
+        return
+    name, conv = found
+    c = int(conv.in_channels)
+    expects = f"(C, L) = ({c}, L) 1-D signals" if isinstance(conv, nn.Conv1d) else f"(C, H, W) = ({c}, H, W) images"
+    where = f"its first convolution {name!r} takes {c} input channel{'s' * (c != 1)}"
+    if len(shape) == 2:
+        if shape[0] == c:
+            return  # a 1-D signal with the model's channels
+        raise ValueError(
+            f"image: a 2-D tensor of shape {shape} is read as a 1-D signal (C, L), but the model expects "
+            f"{expects} ({where}). An image (H, W) needs its channel axis: pass image[None]"
+            + (f".expand({c}, -1, -1)" if c != 1 else "")
+            + f" for a ({c}, H, W) tensor; a 1-D signal must be ({c}, L)"
+        )
+    if isinstance(conv, nn.Conv1d):
+        raise ValueError(f"image: a 3-D tensor of shape {shape}, but the model expects {expects} ({where})")
+    if isinstance(conv, nn.Conv2d) and shape[0] != c:
+        hint = f"; a greyscale image (1, H, W) becomes ({c}, H, W) with image.expand({c}, -1, -1)" \
+            if shape[0] == 1 else ""
+        raise ValueError(
+            f"image: a tensor of shape {shape} has {shape[0]} channel{'s' * (shape[0] != 1)}, but the model expects "
+            f"{expects} ({where}){hint}"
+        )
 
 
 def resolve_device(device: object) -> torch.device:
@@ -144,6 +186,9 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
             finally:
                 handle.remove()
             act = captured[0]
+            if not isinstance(act, torch.Tensor):
+                raise TypeError(f"layer={layer!r} returned {describe_output(act)}; layer= needs a module "
+                                "whose output is a tensor (N, C, ...): pick one of its submodules")
             return act.reshape(act.shape[0], act.shape[1], -1).sum(dim=2) if act.ndim > 2 else act
 
         return layer_scores, f"layer:{layer}"
@@ -151,9 +196,16 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
     if callable(output):
         def custom_scores(batch: torch.Tensor) -> torch.Tensor:
             scores = output(module(_model_view(batch, is_signal)))
-            if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != batch.shape[0]:
-                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-                raise ValueError(f"output: the callable must return a (N, K) tensor for N={batch.shape[0]}, got {shape}")
+            n = batch.shape[0]
+            if not isinstance(scores, torch.Tensor):
+                raise ValueError(f"output: the callable must return a (N, K) tensor for N={n} inputs, "
+                                 f"got {describe_output(scores)}")
+            if scores.ndim != 2 or scores.shape[0] != n:
+                raise ValueError(f"output: the callable must return a (N, K) tensor, one row per input (N={n}), "
+                                 f"got shape {tuple(scores.shape)}")
+            if scores.shape[1] == 0:
+                raise ValueError(f"output: the callable returned no scores (shape {tuple(scores.shape)}); "
+                                 "it must return at least one column (N, K) with K >= 1")
             return scores
 
         return custom_scores, getattr(output, "__name__", "callable")
@@ -162,6 +214,12 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
 
     def class_scores(batch: torch.Tensor) -> torch.Tensor:
         logits = module(_model_view(batch, is_signal))
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(
+                f"output={output!r} needs a model that returns a tensor (N, classes); this model returned "
+                f"{describe_output(logits)}. To explain it, pass output= a callable that reduces its output to "
+                f"(N, K) scores, e.g. {_example(logits)}"
+            )
         if logits.ndim != 2:
             raise ValueError(
                 f"output={output!r} needs a model returning (N, classes); it returned {tuple(logits.shape)}. "
@@ -170,6 +228,38 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
         return logits.float().softmax(dim=1) if output == "probability" else logits.float()
 
     return class_scores, str(output)
+
+
+def describe_output(out: object) -> str:
+    """A short description of a model output, for error messages: "a dict with keys ['out', 'aux']"."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict):
+        return f"a dict with keys {list(out)[:8]}"
+    if isinstance(out, (list, tuple)):
+        kind = type(out).__name__
+        if out and all(isinstance(o, dict) for o in out):
+            return f"a {kind} of {len(out)} dict{'s' * (len(out) != 1)} with keys {list(out[0])[:8]}"
+        if out and all(isinstance(o, torch.Tensor) for o in out):
+            return f"a {kind} of {len(out)} tensors of shapes {[tuple(o.shape) for o in out][:4]}"
+        return f"a {kind} of {len(out)} items"
+    return f"a {type(out).__name__}"
+
+
+def _example(out: object) -> str:
+    """An ``output=`` callable that fits this kind of output, for the error message."""
+    if isinstance(out, dict):
+        key = "out" if "out" in out else next(iter(out), "key")
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim == 4:
+            return f"output=lambda out: out[{key!r}].mean(dim=(2, 3))"
+        return f"output=lambda out: out[{key!r}]"
+    if isinstance(out, (list, tuple)) and out and all(isinstance(o, dict) for o in out):
+        return ("output=lambda out: torch.stack([o['scores'][:1].sum() for o in out])[:, None] "
+                "(the best detection's score per image)")
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
+        return "output=lambda out: out[0]"
+    return "output=lambda out: <a (N, K) tensor computed from out>"
 
 
 def _model_view(batch: torch.Tensor, is_signal: bool) -> torch.Tensor:

@@ -97,6 +97,17 @@ class OcclusionResult(MapResult):
     n_forward : int
         Forward batches run (the unoccluded pass included).
     elapsed_s : float
+    top_ids : int64 (gy, gx, k)
+        At every mask position, the indices of the k = min(5, outputs) highest
+        scores on the occluded input (scores of the map's kind: probabilities,
+        logits, the ``output`` callable's columns or the layer's channels), best
+        first; -1 where not computed. (gx, k) for a 1-D signal.
+    top_scores : float32 (gy, gx, k)
+        Those scores; NaN where not computed. (gx, k) for a 1-D signal.
+    base_top_ids : int64 (k,)
+        The k best outputs on the unoccluded input, best first.
+    base_top_scores : float32 (k,)
+        Their scores.
     """
 
     method: ClassVar[str] = "occlusion"  # AttributionResult names its gradient method here
@@ -113,6 +124,11 @@ class OcclusionResult(MapResult):
     complete: bool = True
     n_forward: int = 0
     elapsed_s: float = 0.0
+    # None only in results built by hand; the engine always fills them.
+    top_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
+    top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    base_top_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
+    base_top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from numbers import Integral
 from typing import Callable, Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 from ..models import ImageClassifier, as_classifier
 from .grid import MaskGrid, fill_from_coarse, resolve_pair
 from .incremental import STRATEGIES, make_incremental_score
+from .model_state import check_materialised, prepared_module
 from .inputs import Output, prepare_input, resolve_device, resolve_fill, resolve_targets, score_function
 from .result import UPSAMPLING, OcclusionParams, OcclusionResult, upsample
 
@@ -21,6 +23,8 @@ ProgressFn = Callable[[int, int, OcclusionResult], None]
 #: Occluded images per forward pass when ``batch_size=None``.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 PRECISIONS = ("float32", "bfloat16")
+#: How many of the best outputs ``top_ids`` / ``top_scores`` keep at every mask position.
+TOP_OUTPUTS = 5
 
 
 def occlusion_sensitivity(
@@ -85,7 +89,9 @@ def occlusion_sensitivity(
         Occluded inputs per forward pass (memory is bounded by it). Default 32
         on CPU, 256 on CUDA; on CUDA out-of-memory it halves and the sweep goes on.
     device : "auto", "cpu", "cuda" or torch.device
-        "auto" picks CUDA when available. The model is moved there.
+        "auto" picks CUDA when available. The computation runs there; the
+        model itself is not moved (a module elsewhere is run from a copy of its
+        weights on the device, see :func:`prepared_module`).
     precision : "float32" or "bfloat16"
         "bfloat16" runs the network under autocast: about 3x faster on CPUs
         with AMX and on tensor-core GPUs, with scores accurate to ~1e-2.
@@ -111,14 +117,31 @@ def occlusion_sensitivity(
     Returns
     -------
     OcclusionResult
-        ``grid`` (K, gy, gx), ``maps`` (K, H, W), ``base_scores`` (K,), ...
+        ``grid`` (K, gy, gx), ``maps`` (K, H, W), ``base_scores`` (K,), ``top_ids`` /
+        ``top_scores`` (gy, gx, 5): the best outputs with the mask at each position, ...
+
+    Notes
+    -----
+    The model is run in eval mode without changing the user's module: its
+    training flags, device and weights' memory format are never touched, so
+    other threads may use (or sweep) the same module at the same time.
+
+    Raises
+    ------
+    TypeError
+        A parameter of the wrong type, or a model output that is not a tensor
+        (a dict, a list of detections): pass ``output=`` a callable reducing it.
+    ValueError
+        A parameter out of range, an input of the wrong shape for the model,
+        weights on the meta device, or NaN/inf scores.
     """
     classifier = as_classifier(model)
     if not isinstance(mask_clipping, (bool, np.bool_)):
         raise TypeError(f"mask_clipping={mask_clipping!r} is not allowed; use True or False")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling={upsampling!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}")
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+    if batch_size is not None and (not isinstance(batch_size, Integral) or isinstance(batch_size, bool)
+                                   or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r} is not allowed; use None or a positive int")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed; use 'float32' or 'bfloat16'")
@@ -126,6 +149,9 @@ def occlusion_sensitivity(
         raise ValueError(f"strategy={strategy!r} is not allowed; use 'auto', 'full' or 'incremental'")
     if cancel is not None and not hasattr(cancel, "is_set"):
         raise TypeError("cancel: expected a threading.Event (anything with is_set())")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress={progress!r} is not allowed; use None or a callable progress(done, total, partial)")
+    check_materialised(classifier.module)
 
     x, is_signal = prepare_input(classifier, image)
     spatial = tuple(x.shape[1:])
@@ -137,39 +163,47 @@ def occlusion_sensitivity(
         if positions.dtype != bool or positions.shape != grid.shape:
             raise ValueError(f"positions: expected a bool array of the grid's shape {grid.shape}, "
                              f"got {positions.dtype} {positions.shape}")
+        if not positions.any():
+            raise ValueError("positions: no mask position is selected (the array is all False); "
+                             "select at least one, or pass positions=None for all of them")
     dev = resolve_device(device)
-    batch = batch_size or DEFAULT_BATCH.get(dev.type, 32)
+    batch = int(batch_size or DEFAULT_BATCH.get(dev.type, 32))
 
-    module = classifier.module
-    was_training = module.training
-    module.to(dev).eval()
-    # channels_last speeds convolutions up 1.3-1.6x on CPU and on tensor cores.
+    # An eval-mode module on `dev` that shares the user's weights: the user's module keeps its
+    # training flags, device and memory format, even while another thread uses it (model_state.py).
+    module = prepared_module(classifier.module, dev)
+    # channels_last inputs speed convolutions up 1.3-1.6x on CPU and on tensor cores; the
+    # weights keep their format (converting them would mean a copy on every call).
     channels_last = not is_signal and any(isinstance(m, nn.Conv2d) for m in module.modules())
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
-    try:
-        return _run(classifier, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
-                    output, layer, batch, dev, progress, cancel, channels_last, precision, strategy, positions)
-    finally:
-        module.train(was_training)
+    return _run(classifier, module, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
+                output, layer, batch, dev, progress, cancel, channels_last, precision, strategy, positions)
 
 
 @torch.inference_mode()
-def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
+def _run(classifier, module, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
          batch, dev, progress, cancel, channels_last, precision, strategy, positions) -> OcclusionResult:
     start = time.perf_counter()
-    network_score, output_name = score_function(classifier.module, output, layer, is_signal)
+    network_score, output_name = score_function(module, output, layer, is_signal)
+    source = f"the model (through output={output_name})" if callable(output) else "the model"
 
     def score(batch_in: torch.Tensor) -> torch.Tensor:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             return network_score(batch_in).float()
 
     fill, reported_value = resolve_fill(mask_value, x, grid.mask_size)
-    base_all = score(x[None])[0]
+    x_in = x[None].contiguous(memory_format=torch.channels_last) if channels_last else x[None]
+    base_all = score(x_in)[0]
+    if not torch.isfinite(base_all).all():
+        bad = torch.nonzero(~torch.isfinite(base_all)).flatten().tolist()
+        raise ValueError(f"{source} returned NaN/inf scores on the unoccluded input: score indices "
+                         f"{bad[:10]}{' ...' if len(bad) > 10 else ''} of {base_all.numel()}; "
+                         "occlusion maps of them would be NaN")
     target_idx = resolve_targets(targets, top_k, base_all)
     target_t = torch.as_tensor(target_idx, device=dev)
     base = base_all[target_t]
-    incremental = make_incremental_score(classifier.module, x, fill, output, strategy=strategy,
+    n_top = min(TOP_OUTPUTS, base_all.numel())
+    base_top = base_all.topk(n_top)
+    incremental = make_incremental_score(module, x, fill, output, strategy=strategy,
                                          mask_size=grid.mask_size, layer=layer, is_signal=is_signal,
                                          precision=precision)
     used = "full" if incremental is None else "incremental"
@@ -180,6 +214,9 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
         order = order[positions.ravel()[order]]
     changes = np.zeros((len(target_idx), grid.size), dtype=np.float32)
     computed = np.zeros(grid.size, dtype=bool)
+    # The n_top best outputs at every position (what the network answers with that region hidden).
+    top_ids = np.full((grid.size, n_top), -1, dtype=np.int64)
+    top_scores = np.full((grid.size, n_top), np.nan, dtype=np.float32)
     n_forward, done = 1, 0
     rows = torch.arange(x.shape[1], device=dev)
     cols = torch.arange(x.shape[2], device=dev)
@@ -200,6 +237,8 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             output=output_name, batch_size=batch, device=str(dev), precision=precision, strategy=used,
         )
         squeeze = (lambda a: a[:, 0]) if is_signal else (lambda a: a)
+        per_position = (lambda a: a.reshape(grid.shape[1], n_top)) if is_signal else \
+            (lambda a: a.reshape(*grid.shape, n_top))
         return OcclusionResult(
             grid=squeeze(values).copy(), maps=squeeze(maps), base_scores=base.float().cpu().numpy(),
             targets=target_idx, labels=labels,
@@ -207,6 +246,9 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             params=params, image=squeeze(x.cpu().numpy()), fill=squeeze(fill.cpu().numpy()),
             computed=comp[0].copy() if is_signal else comp.copy(), complete=complete,
             n_forward=n_forward, elapsed_s=time.perf_counter() - start,
+            top_ids=per_position(top_ids).copy(), top_scores=per_position(top_scores).copy(),
+            base_top_ids=base_top.indices.cpu().numpy().astype(np.int64),
+            base_top_scores=base_top.values.float().cpu().numpy(),
         )
 
     while done < len(order):
@@ -229,8 +271,20 @@ def _run(classifier, x, is_signal, grid, targets, top_k, mask_value, upsampling,
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
             continue
+        finite = torch.isfinite(scores).all(dim=1)
+        if not bool(finite.all()):
+            bad = idx[~finite.cpu().numpy()]
+            where = [tuple(int(v) for v in np.unravel_index(i, grid.shape))[1 if is_signal else 0:] for i in bad[:5]]
+            cols_bad = torch.nonzero(~torch.isfinite(scores).all(dim=0)).flatten().tolist()
+            raise ValueError(f"{source} returned NaN/inf scores with the mask at grid position(s) "
+                             f"{where}{' ...' if len(bad) > 5 else ''} ({len(bad)} of the {len(idx)} positions "
+                             f"of occluded batch {n_forward}; score indices {cols_bad[:10]}"
+                             f"{' ...' if len(cols_bad) > 10 else ''}); occlusion maps of them would be NaN")
         n_forward += 1
         changes[:, idx] = (base[:, None] - scores[:, target_t].T).float().cpu().numpy()
+        best = scores.topk(n_top, dim=1)
+        top_ids[idx] = best.indices.cpu().numpy()
+        top_scores[idx] = best.values.float().cpu().numpy()
         computed[idx] = True
         done += len(idx)
         if progress is not None:
