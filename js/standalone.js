@@ -157,7 +157,7 @@ export class StandaloneModel {
 
 /**
  * Decode the page's data, import the widget's module (a blob URL, as anywidget does) and render it.
- * @param {HTMLElement} dataElement `<script type="application/json">` written by report.py
+ * @param {HTMLElement} dataElement the JSON script element written by report.py
  * @param {HTMLElement} el where the widget goes
  */
 export async function boot(dataElement, el) {
@@ -172,6 +172,7 @@ export async function boot(dataElement, el) {
     if (typeof widget.initialize === "function") await widget.initialize({ model });
     await widget.render({ model, el });
     el.dataset.ready = "true";
+    el.owModel = model; // for tests and tools: the state the page shows
     return model;
   } catch (error) {
     el.textContent = `The report could not be shown: ${error}`;
