@@ -92,3 +92,15 @@ def test_map_agreement_of_unrelated_maps_is_low():
 def test_bad_parameters(kwargs, error, match):
     with pytest.raises(error, match=match):
         drilldown_sensitivity(small_cnn(), torch.rand(3, 16, 16), 0, **kwargs)
+
+
+def test_top_outputs_on_the_fine_grid():
+    model, x = small_cnn(), torch.rand(3, 32, 32)
+    exact = occlusion_sensitivity(model, x, [1, 3], mask_size=6, stride=3)
+    approx = drilldown_sensitivity(model, x, [1, 3], fraction=0.3, mask_size=6, stride=3)
+    assert approx.top_ids.shape == exact.top_ids.shape
+    done = approx.computed
+    assert 0 < done.sum() < done.size
+    np.testing.assert_array_equal(approx.top_ids[done], exact.top_ids[done])
+    np.testing.assert_allclose(approx.top_scores[done], exact.top_scores[done], rtol=1e-5)
+    assert (approx.top_ids[~done] == -1).all() and np.isnan(approx.top_scores[~done]).all()

@@ -241,3 +241,57 @@ def test_positions_restricts_the_sweep():
     assert np.isnan(part.grid[:, ~region]).all()
     with pytest.raises(ValueError, match="positions"):
         occlusion_sensitivity(model, x, 0, mask_size=4, stride=2, positions=np.ones((3, 3), bool))
+
+
+def _occluded_forward(model, result, iy, ix):
+    """The model's probabilities with the mask at grid position (iy, ix), built here from boxes and fill."""
+    y0, x0, y1, x1 = result.boxes[iy, ix]
+    occluded = result.image.copy()
+    occluded[:, y0:y1, x0:x1] = result.fill[:, y0:y1, x0:x1]
+    with torch.no_grad():
+        return model(torch.from_numpy(occluded)[None]).softmax(1)[0]
+
+
+@pytest.mark.parametrize("strategy", ["full", "incremental"])
+def test_top_outputs_at_each_position_match_direct_forward_passes(strategy):
+    model, x = small_cnn(), torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(8))
+    result = occlusion_sensitivity(model, x, 0, mask_size=8, stride=4, mask_value=0.0, strategy=strategy,
+                                   batch_size=7)
+    assert result.params.strategy == strategy
+    gy, gx = result.grid.shape[1:]
+    assert result.top_ids.shape == (gy, gx, 5) and result.top_ids.dtype == np.int64
+    assert result.top_scores.shape == (gy, gx, 5) and result.top_scores.dtype == np.float32
+    for iy, ix in [(0, 0), (2, 3), (gy - 1, gx - 1), (1, gx - 2)]:
+        expected = _occluded_forward(model, result, iy, ix).topk(5)
+        np.testing.assert_array_equal(result.top_ids[iy, ix], expected.indices.numpy())
+        np.testing.assert_allclose(result.top_scores[iy, ix], expected.values.numpy(), rtol=1e-4)
+    with torch.no_grad():
+        base = model(x[None]).softmax(1)[0].topk(5)
+    np.testing.assert_array_equal(result.base_top_ids, base.indices.numpy())
+    np.testing.assert_allclose(result.base_top_scores, base.values.numpy(), rtol=1e-5)
+    # The target's own column is consistent with the map: score at the position = base - drop.
+    col = result.top_ids == result.targets[0]
+    drop = np.broadcast_to(result.grid[0][..., None], col.shape)
+    np.testing.assert_allclose(result.top_scores[col], (result.base_scores[0] - drop)[col], rtol=1e-4,
+                               atol=1e-6 * np.abs(result.base_scores).max())
+
+
+def test_top_outputs_with_few_outputs_signals_and_unselected_positions():
+    # k = min(5, outputs): a callable with 3 columns.
+    model, x = small_cnn(), torch.rand(3, 16, 16)
+    three = occlusion_sensitivity(model, x, 0, mask_size=4, stride=4, output=lambda out: out[:, :3])
+    assert three.top_ids.shape == (4, 4, 3) and three.base_top_ids.shape == (3,)
+    assert set(np.unique(three.top_ids)) <= {0, 1, 2}
+    # Not computed: -1 / NaN.
+    region = np.zeros((4, 4), bool)
+    region[1, 2] = True
+    part = occlusion_sensitivity(model, x, 0, mask_size=4, stride=4, positions=region)
+    assert (part.top_ids[~region] == -1).all() and np.isnan(part.top_scores[~region]).all()
+    assert (part.top_ids[region] >= 0).all() and np.isfinite(part.top_scores[region]).all()
+    # A 1-D signal: (gx, k).
+    w = torch.randn(2, 30)
+    signal = occlusion_sensitivity(LinearScore(w), torch.rand(2, 30), 0, mask_size=5, stride=5, output="logit")
+    assert signal.top_ids.shape == (6, 2) and signal.top_scores.shape == (6, 2)
+    # LinearScore's two outputs are s and -s: the best one is whichever is positive.
+    expected_first = np.where(signal.base_scores[0] - signal.grid[0] >= 0, 0, 1)
+    np.testing.assert_array_equal(signal.top_ids[:, 0], expected_first)

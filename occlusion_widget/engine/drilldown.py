@@ -108,11 +108,17 @@ def drilldown_sensitivity(
     idx = np.flatnonzero(refine)
 
     n_forward = coarse.n_forward
+    # The best outputs at every evaluated fine position: the coarse lattice's, then the refined ones.
+    top_ids = np.full((gy, gx, coarse.top_ids.shape[-1]), -1, dtype=np.int64)
+    top_scores = np.full(top_ids.shape, np.nan, dtype=np.float32)
+    top_ids[lattice], top_scores[lattice] = coarse.top_ids.reshape(-1, top_ids.shape[-1]), \
+        coarse.top_scores.reshape(-1, top_ids.shape[-1])
     if idx.size:
         same_targets = {key: v for key, v in sweep_params.items() if key != "top_k"}
         refined = occlusion_sensitivity(classifier, x, coarse.targets.tolist(), mask_size=mask, stride=stride,
                                         positions=refine, **same_targets)
         values[:, refine] = refined.grid[:, refine]
+        top_ids[refine], top_scores[refine] = refined.top_ids[refine], refined.top_scores[refine]
         n_forward += refined.n_forward - 1  # its unoccluded pass repeats the coarse one
     computed = lattice | refine
     upsampling = coarse.params.upsampling
@@ -120,6 +126,7 @@ def drilldown_sensitivity(
     return replace(
         coarse, grid=values.astype(np.float32), maps=upsample(values.astype(np.float32), spatial, upsampling),
         boxes=fine.boxes.copy(), params=params, computed=computed, complete=True, n_forward=n_forward,
+        top_ids=top_ids, top_scores=top_scores,
         elapsed_s=time.perf_counter() - start,
         extra={**coarse.extra, "drilldown": {
             "fraction": float(fraction), "coarse_factor": coarse_factor, "coarse_stride": coarse_stride,
