@@ -201,6 +201,9 @@ class OcclusionView {
     this.painter.paint(canvas, this.image, layer);
     canvas.dataset.version = String(maps ? maps.version : 0);
     canvas.dataset.method = method;
+    // What is drawn, for tests and tools to wait on.
+    Object.assign(canvas.dataset, { selected: String(this.selected), opacity: String(this.model.get("opacity")),
+      colormap: String(this.model.get(signed ? "colormap" : "sequential_colormap")) });
     this.ui.barGradient.style.background = gradientCSS(lut);
     this.ui.barGradient.dataset.signed = String(signed);
     const output = mapOutput(method, this.model.get("resolved_params"), this.model.get("output"));

@@ -43,7 +43,8 @@ def test_esm_is_one_module_without_local_imports() -> None:
 
 
 def test_every_js_module_is_in_the_build() -> None:
-    on_disk = {p.name for p in JS.glob("*.js")}
+    # standalone.js is not part of the widget: occlusion_widget/report.py inlines it into the HTML report.
+    on_disk = {p.name for p in JS.glob("*.js")} - {"standalone.js"}
     assert on_disk == set(_frontend.MODULES), "add new js/ modules to _frontend.MODULES (dependencies first)"
 
 
@@ -75,3 +76,14 @@ def test_build_rejects_clashing_names_and_multiline_imports(tmp_path: Path) -> N
 def test_static_dir_falls_back_to_the_repository() -> None:
     found = _frontend.static_dir()
     assert (found / "widget.js").is_file() and (found / "widget.css").is_file()
+
+
+def test_every_jupyterlab_variable_in_the_css_has_a_fallback() -> None:
+    # marimo renders the widget in a shadow root without JupyterLab's CSS variables: a bare
+    # var(--jp-...) there makes borders and colours vanish.
+    css = (JS / "widget.css").read_text("utf-8")
+    bare = re.findall(r"var\(\s*--jp-[\w-]+\s*\)", css)
+    assert not bare, f"give these a fallback, var(--jp-x, #hex): {sorted(set(bare))}"
+    # Number inputs and selects get their own border (a CSS reset there removes the browser's).
+    rule = re.search(r"\.ow-root input\[type=\"number\"\],\s*\.ow-root select\s*\{([^}]*)\}", css)
+    assert rule and re.search(r"border:\s*1px solid var\(--jp-border-color1,\s*#[0-9a-fA-F]{3,6}\)", rule.group(1)), "bordered inputs"
