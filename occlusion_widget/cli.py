@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 MAP_HELP = """\
 Compute occlusion sensitivity maps of an image and write them as a PNG figure
@@ -23,9 +26,11 @@ examples:
   occlusion-widget map cat.jpg --stride 1 --npz dense.npz      (every pixel; slow on CPU)
   occlusion-widget map cat.jpg --model torchvision:resnet50    (weights download once)
   occlusion-widget map cat.jpg --model torchvision:resnet18:none --mask-value blur
+  occlusion-widget map cat.jpg --html report.html              (interactive, standalone)
 
 --npz writes the arrays: grid (K, gy, gx), maps (K, H, W), pixel_mean (K, H, W),
-targets, labels, base_scores, boxes (gy, gx, 4) as [y0, x0, y1, x1).
+targets, labels, base_scores, boxes (gy, gx, 4) as [y0, x0, y1, x1), to exactly the name given.
+Output paths are checked before computing; user errors print one line and exit with status 2.
 """
 
 DEMO_HELP = """\
@@ -87,8 +92,39 @@ def load_model(spec: str):
     name, _, weights = rest.partition(":")
     try:
         return from_torchvision(name, weights=None if weights.lower() == "none" else (weights or "DEFAULT"))
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    except (ValueError, OSError) as exc:  # unknown name or weights; offline and not cached
+        raise CliError(f"--model {spec}: {exc}") from None
+
+
+def _figure_formats() -> dict[str, str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def check_output(path: str, option: str, formats: dict[str, str] | None = None) -> Path:
+    """Refuse an output path before any computing: its folder must exist and be writable, it must not be
+    a folder, and with ``formats`` its extension must be one of them."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise CliError(f"{option} {path}: is a folder; give a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise CliError(f"{option} {path}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise CliError(f"{option} {path}: not writable (permission denied)")
+    if formats is not None:
+        ext = target.suffix.lower().lstrip(".")
+        if ext not in formats:
+            problem = "has no file extension" if not ext else f"{ext!r} is not a figure format"
+            raise CliError(f"{option} {path}: {problem}; use one of .{', .'.join(sorted(formats))}")
+    return target
+
+
+def _html_available() -> bool:
+    from .widget import OcclusionWidget
+
+    return hasattr(OcclusionWidget, "save_html") and importlib.util.find_spec("occlusion_widget.report") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--targets", help="explain these class indices, comma-separated")
     m.add_argument("--batch-size", type=int, default=None, help="occluded images per forward pass")
     m.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-    m.add_argument("-o", "--out", default="occlusion.png", help="PNG to write (default: occlusion.png)")
-    m.add_argument("--npz", help="also save the arrays to this .npz file")
+    m.add_argument("-o", "--out", default="occlusion.png",
+                   help="figure to write: .png (default: occlusion.png), .pdf, .svg, .jpg, ...")
+    m.add_argument("--npz", help="also save the arrays to this file (exactly this name)")
+    m.add_argument("--html", help="also write a standalone interactive HTML report (no kernel needed to view it)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     d = sub.add_parser("demo", help="open the quickstart notebook in JupyterLab", description=DEMO_HELP, formatter_class=fmt)
     d.add_argument("--dir", help="folder to copy the notebook into (default: a new temporary folder)")
@@ -122,49 +160,110 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_map(args: argparse.Namespace) -> None:
-    import numpy as np
+def check_map_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that can be checked before loading a model: output paths, the image file, numbers."""
+    outputs = {"-o": check_output(args.out, "-o", _figure_formats())}
+    if args.npz:
+        outputs["--npz"] = check_output(args.npz, "--npz")
+    if args.html:
+        outputs["--html"] = check_output(args.html, "--html")
+        if not _html_available():
+            raise CliError("--html: the HTML report is not available in this version of occlusion-widget yet")
+    resolved = {option: path.resolve() for option, path in outputs.items()}
+    for i, (a, pa) in enumerate(resolved.items()):
+        for b, pb in list(resolved.items())[i + 1:]:
+            if pa == pb:
+                raise CliError(f"{a} and {b} name the same file {str(pa)!r}; give each its own")
+    if args.image and not Path(args.image).expanduser().is_file():
+        raise CliError(f"image: no file at {args.image!r}")
+    if args.top_k is not None and args.top_k < 1:
+        raise CliError(f"--top-k {args.top_k}: use an integer from 1 to the number of classes")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CliError(f"--batch-size {args.batch_size}: use a positive integer")
+    targets = _targets(args.targets)
+    return dict(
+        targets=targets, top_k=None if targets is not None else (3 if args.top_k is None else args.top_k),
+        mask_size=_pair(args.mask_size, "mask-size"), stride=_pair(args.stride, "stride"),
+        mask_value=_mask_value(args.mask_value), mask_clipping=not args.no_clipping, upsampling=args.upsampling,
+        output=args.output, batch_size=args.batch_size, device=args.device,
+    )
+
+
+def _sweep(model, image, params: dict[str, Any], quiet: bool):
     from tqdm import tqdm
 
-    from . import occlusion_sensitivity, sample_image
-    from .models import load_image
-    from .render import save_figure
+    from . import occlusion_sensitivity
 
-    try:
-        image = load_image(args.image) if args.image else sample_image()
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    model = load_model(args.model)
-    targets = _targets(args.targets)
-    top_k = None if targets is not None else (args.top_k or 3)
-    bar = tqdm(total=0, unit="pos", desc="occlusion", disable=args.quiet or None, leave=False)
+    bar = tqdm(total=0, unit="pos", desc="occlusion", disable=quiet or None, leave=False)
 
     def progress(done: int, total: int, _partial) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
     try:
-        result = occlusion_sensitivity(
-            model, image, targets, top_k=top_k, mask_size=_pair(args.mask_size, "mask-size"),
-            stride=_pair(args.stride, "stride"), mask_value=_mask_value(args.mask_value),
-            mask_clipping=not args.no_clipping, upsampling=args.upsampling, output=args.output,
-            batch_size=args.batch_size, device=args.device, progress=progress,
-        )
-    except (ValueError, TypeError) as exc:
-        raise CliError(str(exc)) from None
+        return occlusion_sensitivity(model, image, params.pop("targets"), progress=progress, **params)
     finally:
         bar.close()
-    save_figure(result, args.out)
-    if args.npz:
-        np.savez_compressed(
-            args.npz, grid=result.grid, maps=result.maps, pixel_mean=result.pixel_mean(), targets=result.targets,
-            labels=np.array(result.labels or []), base_scores=result.base_scores, boxes=result.boxes,
-        )
+
+
+def _sweep_in_widget(model, image, params: dict[str, Any], html: Path):
+    """Compute through the widget, which then writes the interactive report of the same result."""
+    from .widget import OcclusionWidget
+
+    # Traits take lists for pairs, and leave out what is unset (the widget's own defaults are the engine's).
+    params = {key: list(value) if isinstance(value, tuple) else value for key, value in params.items()
+              if value is not None or key == "targets"}
+    widget = OcclusionWidget(model, image, **params)
+    try:
+        widget.wait()
+        if widget.status != "done" or widget.result is None:
+            raise ValueError(widget.error or f"the computation ended with status {widget.status!r}")
+        widget.save_html(html)
+        return widget.result
+    finally:
+        widget.close()
+
+
+def run_map(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from . import sample_image
+    from .render import save_figure
+
+    params = check_map_args(args)
+    model = load_model(args.model)
+    n_classes = len(model.labels) if model.labels else None
+    if params["top_k"] is not None and n_classes is not None and params["top_k"] > n_classes:
+        raise CliError(f"--top-k {params['top_k']}: the model has {n_classes} classes; use 1..{n_classes}")
+    # A path is decoded by the model's preprocessing (large JPEGs at a reduced scale).
+    image = str(Path(args.image).expanduser()) if args.image else sample_image()
+    try:
+        if args.html:
+            result = _sweep_in_widget(model, image, params, Path(args.html).expanduser())
+        else:
+            result = _sweep(model, image, params, args.quiet)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from None
+    written = [args.out]
+    try:
+        save_figure(result, Path(args.out).expanduser())
+        if args.npz:
+            # A file object: np.savez would append ".npz" to a name without it.
+            with open(Path(args.npz).expanduser(), "wb") as fh:
+                np.savez_compressed(
+                    fh, grid=result.grid, maps=result.maps, pixel_mean=result.pixel_mean(), targets=result.targets,
+                    labels=np.array(result.labels or []), base_scores=result.base_scores, boxes=result.boxes,
+                )
+            written.append(args.npz)
+    except OSError as exc:  # a full disk, or the folder removed while computing
+        raise CliError(f"could not write the output: {exc}") from None
+    if args.html:
+        written.append(args.html)
     if not args.quiet:
         names = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(result.labels or result.targets, result.base_scores))
         positions = result.computed.size
         print(f"{names}\n{positions} mask positions, {result.n_forward} forward batches, "
-              f"{result.elapsed_s:.1f} s on {result.params.device} -> {args.out}" + (f", {args.npz}" if args.npz else ""))
+              f"{result.elapsed_s:.1f} s on {result.params.device} -> {', '.join(written)}")
 
 
 def quickstart_notebook() -> Path:
@@ -177,13 +276,17 @@ def quickstart_notebook() -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    folder = Path(args.dir).expanduser() if args.dir else Path(tempfile.mkdtemp(prefix="occlusion-demo-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    notebook = folder / "quickstart.ipynb"
-    shutil.copyfile(quickstart_notebook(), notebook)
-    if shutil.which("jupyter") is None:
-        raise CliError("JupyterLab is not installed; pip install jupyterlab")
-    command = ["jupyter", "lab", str(notebook), f"--ServerApp.root_dir={folder}"]
+    # JupyterLab of this Python: the one where occlusion-widget is installed (whatever `jupyter` is on PATH).
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise CliError(f"JupyterLab is not installed in this Python ({sys.executable}); pip install jupyterlab")
+    try:
+        folder = Path(args.dir).expanduser() if args.dir else Path(tempfile.mkdtemp(prefix="occlusion-demo-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        notebook = folder / "quickstart.ipynb"
+        shutil.copyfile(quickstart_notebook(), notebook)
+    except OSError as exc:
+        raise CliError(f"--dir: could not copy the notebook: {exc}") from None
+    command = [sys.executable, "-m", "jupyter", "lab", str(notebook), f"--ServerApp.root_dir={folder}"]
     if args.no_browser:
         command.append("--no-browser")
     print(f"Opening {notebook} in JupyterLab (Ctrl+C to stop)", flush=True)
@@ -198,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(f"occlusion-widget: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("occlusion-widget: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
