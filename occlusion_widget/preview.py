@@ -35,10 +35,14 @@ def mask_box(cy: float, cx: float, mask: tuple[int, int], shape: tuple[int, int]
 
     Same rule as the sweep: the mask starts at ``c - m // 2``. With clipping
     it is cut to the image; without, it is moved inside (always full size).
-    Mirrored by ``maskBox`` in ``js/geometry.js``.
+    A centre outside the image is first moved to its nearest pixel, so the box
+    is never empty or inverted. Mirrored by ``maskBox`` in ``js/geometry.js``.
     """
     out = []
     for c, m, n in zip((cy, cx), mask, shape):
+        if not math.isfinite(c):
+            raise ValueError(f"preview: the mask centre (y={cy!r}, x={cx!r}) must be finite pixel coordinates")
+        c = min(max(c, 0.0), n - 1.0)
         m = min(int(m), n)
         start = math.floor(c + 0.5) - m // 2  # round half up, like Math.round
         if clipping:

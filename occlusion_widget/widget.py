@@ -10,9 +10,11 @@ the ``on_*`` sink methods and are turned into synced state by
 
 from __future__ import annotations
 
-import base64
 import functools
+import math
+import pathlib
 import threading
+import time
 from os import PathLike
 from typing import Any, Sequence
 
@@ -25,6 +27,7 @@ from ._frontend import (
     result_state, to_png,
 )
 from .engine.result import UPSAMPLING, OcclusionResult
+from .engine.incremental import STRATEGIES
 from .engine.sweep import PRECISIONS
 from .methods import AttributionResult, Comparison, LayerActivations
 from .methods.compare import METHODS
@@ -45,6 +48,17 @@ _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
 VIEW_PARAMS = ("method", "gradient_output", "gradcam_layer", "n_samples", "noise_level", "compare", "compare_steps",
                "show_layers", "activation_layer", "layer_channels", "layer_strength")
 _DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected")
+#: Float traits that must hold finite numbers, and what is allowed (a NaN never equals itself: it defeats caches).
+_FINITE = {"mask_value": "'auto', 'blur', a finite number or one finite number per channel",
+           "opacity": "a finite number in [0, 1]", "noise_level": "a finite number >= 0"}
+
+
+def _finite(name: str, value: Any) -> Any:
+    """``value`` if it holds no NaN or infinity, else a TraitError naming ``name`` and what is allowed."""
+    numbers = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise t.TraitError(f"{name}={value!r} is not allowed; use {_FINITE[name]}")
+    return value
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,8 +132,8 @@ class OcclusionWidget(anywidget.AnyWidget):
     batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
-    strategy = t.Unicode("auto", help="Python only: 'auto', 'full' (the whole network per mask) or 'incremental' "
-                                      "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
+    strategy = t.Enum(STRATEGIES, "auto", help="Python only: 'auto', 'full' (the whole network per mask) or 'incremental' "
+                                               "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
 
     # --- method, gradient parameters, compare and layer views ----------------------------------
     method = t.Enum(METHODS, "occlusion", help="The map shown: 'occlusion', 'grad_cam', 'saliency' or 'smoothgrad' (same classes).").tag(sync=True)
@@ -144,6 +158,8 @@ class OcclusionWidget(anywidget.AnyWidget):
     progress = t.Float(0.0, min=0.0, max=1.0, help="Fraction of mask positions done in the current sweep.").tag(sync=True)
     status = t.Enum(STATUSES, "idle", help="'idle', 'running', 'done', 'cancelled' or 'error'.").tag(sync=True)
     error = t.Unicode("", help="A readable message when status is 'error'.").tag(sync=True)
+    notice = t.Unicode("", help="A note about the model or input shown above the maps, e.g. that a plain nn.Module gets "
+                                "[0, 1] RGB pixels without normalisation; '' when there is none.").tag(sync=True)
     comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, insertion_auc}]}.").tag(sync=True)
     layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
     preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
@@ -191,7 +207,17 @@ class OcclusionWidget(anywidget.AnyWidget):
         if not hasattr(self, "_source"):
             return "OcclusionWidget()"
         which = f"targets={list(self.targets)}" if self.targets is not None else f"top_k={self.top_k}"
-        return f"OcclusionWidget(model={self.model_name!r}, method={self.method!r}, {which}, status={self.status!r})"
+        status = "running" if self._controller.busy else self.status  # what the threads do now, never stale
+        text = f"OcclusionWidget(model={self.model_name!r}, method={self.method!r}, {which}, status={status!r}"
+        result = self._result
+        if status == "done" and result is not None:
+            output = getattr(result.params, "output", "")
+            names = result.labels or [f"class {int(c)}" for c in result.targets]
+            shown = ", ".join(f"{name!r}: {float(score):.3g}" for name, score in zip(names, result.base_scores))
+            text += f", {output} {{{shown}}}"
+        elif status == "error":
+            text += f", error={self.error!r}"
+        return text + ")"
 
     # --- Python API ------------------------------------------------------------------------------
 
@@ -257,8 +283,11 @@ class OcclusionWidget(anywidget.AnyWidget):
 
     def wait(self, timeout: float | None = None) -> OcclusionResult | AttributionResult | None:
         """Block until the background work ends (maps, compare and layer views); returns :attr:`result`."""
+        start = time.monotonic()
         if not self._controller.wait(timeout):
             raise TimeoutError(f"the computation did not finish within {timeout} s")
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        self._snapshot.flush(left)  # the static output shows what wait() returns
         return self._result
 
     def cancel(self) -> None:
@@ -298,6 +327,17 @@ class OcclusionWidget(anywidget.AnyWidget):
             activations=layer_view if self.show_layers else None,
         )
 
+    def computed_results(self) -> dict[str, OcclusionResult | AttributionResult]:
+        """Every method whose complete maps are cached for the current model, image, classes and
+        parameters, keyed by method name (the current method included once it is done), as shown."""
+        out = {}
+        for method in METHODS:
+            spec = self._map_spec(method)
+            result = None if spec.error else self._controller.cache.peek(spec.key(self._source))
+            if result is not None and result.complete:
+                out[method] = spec.shown(result)
+        return out
+
     def request_preview(self, x: float, y: float, wait: bool = True) -> dict:
         """Score the image with the mask centred at pixel (x, y), as dragging the mask does."""
         seq = int(self.preview_request.get("seq", 0)) + 1 if self.preview_request else 1
@@ -315,6 +355,24 @@ class OcclusionWidget(anywidget.AnyWidget):
         if self._result is None:
             raise RuntimeError(f"no maps to save: {self.error or 'nothing was computed'}")
         save_figure(self._result, path, dpi=dpi, cmap=self.colormap, alpha=self.opacity)
+
+    def save_html(self, path: str | PathLike) -> pathlib.Path:
+        """Save the widget as one self-contained HTML file: the maps, tabs, computed methods, compare
+        panels and a snapped mask preview, no kernel or network needed.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write the file.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        from .report import write_report
+
+        return write_report(self, path)
 
     def close(self) -> None:
         """Stop the background threads and close the widget."""
@@ -337,7 +395,11 @@ class OcclusionWidget(anywidget.AnyWidget):
         value = proposal["value"]
         if isinstance(value, str) and value not in ("auto", "blur"):
             raise t.TraitError(f"mask_value={value!r} is not allowed; use 'auto', 'blur', a number or one per channel")
-        return value
+        return _finite("mask_value", value)
+
+    @t.validate("opacity", "noise_level")  # (one validator per trait: mask_value's checks this too)
+    def _validate_finite(self, proposal: dict) -> Any:
+        return _finite(proposal["trait"].name, proposal["value"])
 
     @t.validate("colormap", "sequential_colormap")
     def _validate_colormap(self, proposal: dict) -> str:
@@ -374,13 +436,17 @@ class OcclusionWidget(anywidget.AnyWidget):
             self._preview_runner.submit(dict(change["new"]))
 
     def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "cancel":
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "cancel":
             self.cancel()
+        elif kind == "ping":  # the browser asks whether a kernel is alive
+            self.send({"type": "pong"})
 
     def _source_changed(self) -> None:
         x = self._source.x
         self.image_png = to_png(x.cpu().numpy())
         self.model_name = self._source.classifier.name
+        self.notice = self._source.notice
         self.recompute()
         h, w = x.shape[1:]
         self.preview_request = {"x": (w - 1) / 2, "y": (h - 1) / 2, "seq": int(self.preview_request.get("seq", 0)) + 1}
@@ -452,28 +518,10 @@ class OcclusionWidget(anywidget.AnyWidget):
     # --- display -------------------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
-        """anywidget's bundle (the widget view), plus a static PNG of the finished maps."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is None:
-            return None
-        data, metadata = bundle
-        png = self._snapshot.png()
-        if png is not None:
-            data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
-        return data, metadata
+        """anywidget's bundle (the widget view), plus the static output of :class:`Snapshot`."""
+        return self._snapshot.mimebundle(super()._repr_mimebundle_(**kwargs))
 
     def _ipython_display_(self, **kwargs: Any) -> None:
-        """Show the live widget, and below it a static PNG that viewers without widgets show.
-
-        The PNG lives in its own output, kept up to date (``update_display``)
-        whenever a sweep finishes, so the saved notebook carries the latest
-        maps. Where widgets render, that output shows an invisible widget
-        instead of the PNG, and refreshing it never re-creates the live view.
-        """
-        from IPython.display import display
-
-        bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
-        if bundle is not None:
-            display(bundle[0], metadata=bundle[1], raw=True)
-            self._snapshot.display()
-
+        """Show the live widget, and below it the static output that viewers without widgets show
+        (kept up to date by :class:`~occlusion_widget.snapshot.Snapshot` as sweeps finish)."""
+        self._snapshot.ipython_display(anywidget.AnyWidget._repr_mimebundle_(self, **kwargs))

@@ -22,9 +22,14 @@ Guarantees
 * Partial maps (occlusion, SmoothGrad) are throttled (at most one every
   ``min_interval`` seconds), except the first occlusion map that covers the
   whole input, and the final one.
-* Finished pieces are cached (LRU) by model, image digest, method and
-  parameters; a plan whose main map is cached is published at once, on the
-  caller's thread.
+* Finished pieces are cached (LRU, bounded in bytes) by model, image digest,
+  method and parameters; a plan whose main map is cached is published at once,
+  on the caller's thread.
+* Bounded work: a piece is computed at most :data:`MAX_ATTEMPTS` times for one
+  plan (a result that cannot be found in the cache again is an error, not a
+  loop), and any error, whether the computation's or the publication's, ends
+  as status "error" with a message; the next request computes again.
+* Memory goes back to the system after every piece (:func:`~occlusion_widget.runner.trim_memory`).
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ from .methods import layer_activations
 from .plan import (
     CompareState, LayerState, MapResult, Panel, Piece, Plan, compute_curve, compute_map, conv_layers,
 )
-from .runner import LatestRunner, ResultCache, Throttle, freeze
+from .runner import LatestRunner, ResultCache, Throttle, freeze, trim_memory
 
 log = logging.getLogger(__name__)
 
 #: The longest a sweep waits at one batch boundary while mask previews run (seconds).
 MAX_PREVIEW_PAUSE = 3.0
+
+#: How often one piece may be computed for one plan before the controller gives up on it.
+MAX_ATTEMPTS = 2
 
 #: Methods whose partial maps are worth showing (SmoothGrad's running mean; a half-done
 #: Grad-CAM or saliency is just some targets' maps, and takes well under a second anyway).
@@ -82,10 +90,10 @@ class Controller:
         The least time between two published partial maps (seconds).
     """
 
-    def __init__(self, sink: Sink, min_interval: float = 0.2, cache_size: int = 48):
+    def __init__(self, sink: Sink, min_interval: float = 0.2, cache_size: int = 48, cache_bytes: int = 256 * 2**20):
         self.sink = sink
         self.min_interval = min_interval
-        self.cache = ResultCache(cache_size)
+        self.cache = ResultCache(cache_size, cache_bytes)
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self._running: Hashable = None  # the key of the piece in flight
@@ -94,6 +102,7 @@ class Controller:
         self._shown: Hashable = None  # what on_finished published last, to skip re-publishing it
         self._runner = LatestRunner(self._run, "occlusion-worker")
         self._paused_until = 0.0
+        self._attempts: list = []  # keys of the pieces computed for the current plan (a list: keys may hold NaN)
 
     # --- requests (any thread, normally the kernel's) ---------------------------------------
 
@@ -102,6 +111,7 @@ class Controller:
         with self._lock:
             self._plan, self._stopped = plan, False
             self._failed.clear()
+            self._attempts = []
             cached = self.cache.get(plan.main.key(plan.source))
             if cached is not None:
                 self._finish_main(plan, cached, cached=True)
@@ -158,6 +168,10 @@ class Controller:
                 piece = None if plan is None or self._stopped else self._next(plan)
                 if piece is None:
                     return
+                if self._attempts.count(piece.key) >= MAX_ATTEMPTS or len(self._attempts) >= self._budget(plan):
+                    self._give_up(plan, piece)
+                    continue
+                self._attempts.append(piece.key)
                 self._running = piece.key
                 self._publish_views()
             value, error = None, None
@@ -179,6 +193,29 @@ class Controller:
                     elif value is not None:
                         self._finish_main(current, value, cached=False)
                 self._publish_views()
+            del value  # the cache holds what is kept; the rest goes back to the system
+            trim_memory()
+
+    @staticmethod
+    def _budget(plan: Plan) -> int:
+        """The most computations one plan may take: MAX_ATTEMPTS per piece it can ever have."""
+        return MAX_ATTEMPTS * (len(plan.map_specs()) + len(plan.compare) + 2)
+
+    def _give_up(self, plan: Plan, piece: Piece) -> None:
+        """``piece`` was computed but is still missing (lock held): fail it instead of looping.
+
+        Over the plan's whole budget (keys that never equal themselves, e.g. holding a NaN,
+        defeat the per-piece count), everything stops.
+        """
+        error = f"the {piece.kind} was computed but could not be kept in the cache (its key cannot be found again); not retrying"
+        log.warning("occlusion-worker: %s", error)
+        self._failed[piece.key] = error
+        if len(self._attempts) >= self._budget(plan):
+            self._stopped = True
+        if self._stopped or piece.key == plan.main.key(plan.source):
+            self._shown = None
+            self.sink.on_failed(error)
+        self._publish_views()
 
     def _compute(self, plan: Plan, piece: Piece, cancel: threading.Event) -> Any:
         source = plan.source
@@ -223,12 +260,13 @@ class Controller:
             return  # on screen already (e.g. a class tab clicked in the compare view)
         try:
             shown = plan.main.shown(result)
-        except ValueError as exc:  # a bad upsampling name
+            self.sink.on_finished(shown, cached=cached)
+        except Exception as exc:  # noqa: BLE001 - a bad upsampling name, a map the sink cannot show: status "error"
+            log.debug("publishing the map failed", exc_info=True)
             self._shown = None
-            self.sink.on_failed(str(exc))
+            self.sink.on_failed(_message(exc))
             return
         self._shown = shown_key
-        self.sink.on_finished(shown, cached=cached)
 
     def _status(self, key: Hashable) -> str:
         if key == self._running:
@@ -268,4 +306,4 @@ class Controller:
         self.sink.on_views(compare, layers)
 
 
-__all__ = ["MAX_PREVIEW_PAUSE", "STREAMING", "Controller", "Sink"]
+__all__ = ["MAX_ATTEMPTS", "MAX_PREVIEW_PAUSE", "STREAMING", "Controller", "Sink"]
