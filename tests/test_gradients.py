@@ -55,7 +55,7 @@ def test_saliency_equals_autograd(image, output, reduce):
     for k, t in enumerate([3, 0]):
         g = autograd_gradient(model, image, t, output).abs()
         expected = g.amax(0) if reduce == "max" else g.sum(0)
-        np.testing.assert_allclose(res.maps[k], expected.numpy(), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(res.maps[k], expected.numpy(), rtol=1e-5, atol=1e-6 * float(expected.max()))
     scores = model(image[None])
     scores = scores.softmax(1) if output == "probability" else scores
     np.testing.assert_allclose(res.base_scores, scores[0, [3, 0]].detach().numpy(), rtol=1e-6)
@@ -89,12 +89,13 @@ def test_smoothgrad_equals_mean_of_noisy_gradients(image):
     noise = [torch.randn(image.shape, generator=gen) for _ in range(n)]  # the documented noise sequence
     for k, t in enumerate([1, 4]):
         mean = torch.stack([autograd_gradient(model, image + sigma * e, t) for e in noise]).mean(0)
-        np.testing.assert_allclose(res.maps[k], mean.abs().amax(0).numpy(), rtol=1e-4, atol=1e-7)
+        expected = mean.abs().amax(0).numpy()
+        np.testing.assert_allclose(res.maps[k], expected, rtol=1e-4, atol=1e-6 * expected.max())
     assert res.params.noise_sigma == pytest.approx(sigma) and res.params.n_samples == n
     assert res.n_forward == 1 + 2  # the clean pass, then batches of 4 and 2
     # The noise does not depend on the batching; noise_level=0 is plain saliency.
     again = smoothgrad(model, image, targets=[1, 4], n_samples=n, noise_level=level, seed=7, batch_size=n, device="cpu")
-    np.testing.assert_allclose(again.maps, res.maps, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(again.maps, res.maps, rtol=1e-5, atol=1e-6 * res.maps.max())
     zero = smoothgrad(model, image, targets=[1], n_samples=2, noise_level=0.0, device="cpu")
     np.testing.assert_allclose(zero.maps, saliency(model, image, targets=[1], device="cpu").maps, rtol=1e-5)
 
@@ -117,11 +118,12 @@ def test_smoothgrad_progress_gives_running_means_and_cancel_raises(image):
         saliency(model, image, device="cpu", cancel=cancel)
 
 
-def test_model_state_is_left_alone(image):
-    model = tiny_cnn().train()
+def test_parameter_gradients_are_left_alone(image):
+    """Gradients are taken with autograd.grad: the user's .grad stay as they were (None here).
+    (That the train/eval state is never flipped: tests/test_methods_errors.py.)"""
+    model = tiny_cnn()
     saliency(model, image, device="cpu")
     smoothgrad(model, image, n_samples=2, device="cpu")
-    assert model.training
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -130,9 +132,10 @@ def test_works_inside_inference_mode_and_through_the_wrapper():
     clf = ImageClassifier(model, (12, 12), labels=[f"c{i}" for i in range(5)])
     pixels = (np.random.default_rng(0).random((20, 16, 3)) * 255).astype(np.uint8)
     with torch.inference_mode():
-        x = torch.rand(3, 12, 12)
+        x = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(3))
         res = saliency(clf, x, device="cpu")
-    assert np.isfinite(res.maps).all() and res.maps.max() > 0
+    expected = autograd_gradient(model, x.clone(), int(res.targets[0])).abs().amax(0).numpy()
+    np.testing.assert_allclose(res.maps[0], expected, rtol=1e-5, atol=1e-6 * expected.max())
     res = smoothgrad(clf, pixels, targets=2, n_samples=2, device="cpu")
     assert res.maps.shape == (1, 12, 12) and res.labels == ["c2"]
 

@@ -147,7 +147,7 @@ def test_output_callable_returning_nan_raises(image, method):
 
 @pytest.mark.parametrize("method", list(CALLS))
 def test_output_callable_returning_no_columns_raises(image, method):
-    with pytest.raises(ValueError, match=r"output=.*\(\d+, 0\).*at least one"):
+    with pytest.raises(ValueError, match=r"output.*\(\d+, 0\).*at least one"):
         CALLS[method](tiny_cnn(), image, output=lambda out: out[:, :0])
 
 
@@ -273,3 +273,58 @@ def test_numpy_integers_are_accepted(image):
 def test_bools_and_floats_are_not_ints(image, call):
     with pytest.raises((TypeError, ValueError), match=r"True|1\.0"):
         call(tiny_cnn(), image)
+
+
+# 5. The user's module is never flipped to eval (another thread may be training it) ----------------
+
+class RecordsTrain(nn.Module):
+    """Dropout and batch norm, in train mode; records every ``train()`` / ``eval()`` call."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.drop, self.fc = nn.Dropout(0.5), nn.Linear(6, 4)
+        self.bn.running_mean.uniform_(-0.5, 0.5)
+        self.train_calls: list[bool] = []
+
+    def train(self, mode: bool = True):
+        self.train_calls.append(mode)
+        return super().train(mode)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x)))).mean(dim=(2, 3)))
+
+
+EXPLAIN = {
+    "saliency": lambda m, x, cb: saliency(m, x, targets=[1, 2], device="cpu", progress=cb).maps,
+    "smoothgrad": lambda m, x, cb: smoothgrad(m, x, n_samples=4, batch_size=2, device="cpu", progress=cb).maps,
+    "grad_cam": lambda m, x, cb: grad_cam(m, x, targets=[0, 3], device="cpu", progress=cb).grid,
+    "deletion_insertion": lambda m, x, cb: deletion_insertion(m, x, x[0].numpy(), 1, steps=4, batch_size=3,
+                                                              device="cpu", progress=cb).deletion_scores,
+    "compare_methods": lambda m, x, cb: compare_methods(m, x, mask_size=4, stride=4, n_samples=2, steps=2,
+                                                        device="cpu", progress=cb).table.rows(),
+    "layer_activations": lambda m, x, cb: (cb(0, 0, None), layer_activations(m, x, device="cpu").activations)[1],
+}
+
+
+@pytest.mark.parametrize("method", list(EXPLAIN))
+def test_a_training_model_is_explained_in_eval_mode_without_being_flipped(image, method):
+    model = RecordsTrain().train()
+    model.train_calls.clear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def during(*_):  # the user's view of the model while the method runs
+        seen.append((model.training, model.drop.training, model.bn.training))
+
+    got = EXPLAIN[method](model, image, during)
+    reference = RecordsTrain().eval()
+    reference.load_state_dict(before)
+    expected = EXPLAIN[method](reference, image, lambda *_: None)
+    assert model.train_calls == [] and seen and set(seen) == {(True, True, True)}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched
+    if method == "compare_methods":
+        np.testing.assert_allclose(np.array([r[1:] for r in got]), np.array([r[1:] for r in expected]), rtol=1e-5)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.inputs import Output, ScoreFn, prepare_input, resolve_device, score_function
+from ..engine.model_state import check_materialised, prepared_module
 from ..engine.result import UPSAMPLING, MapResult, upsample
 from ..models import ImageClassifier, as_classifier
 
@@ -161,26 +162,24 @@ class Prepared:
 
 @contextlib.contextmanager
 def prepared(model: object, image: object, device: object, cancel: object) -> Iterator[Prepared]:
-    """Resolve the input and device, put the module in eval mode on the device, and
+    """Resolve the input and device, get the module in eval mode on the device, and
     turn autograd on (even inside ``torch.inference_mode()``) for the duration.
 
-    The module's train/eval state is restored afterwards; its parameters'
-    ``.grad`` are never touched (gradients are taken with ``torch.autograd.grad``).
+    The user's module is never changed: ``Prepared.module`` is the module itself
+    when it is already in eval mode on the device, otherwise a view of it in eval
+    mode (:func:`prepared_module`), so another thread training or sweeping the
+    same module never sees its mode or device flip. Parameters' ``.grad`` are
+    never touched (gradients are taken with ``torch.autograd.grad``).
     """
     check_callbacks(None, cancel)
     classifier = as_classifier(model)  # type: ignore[arg-type]
     check_materialised(classifier.module)
     x, is_signal = prepare_input(classifier, image)
     dev = resolve_device(device)
-    module = classifier.module
-    was_training = module.training
-    module.to(dev).eval()
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            # clone(): an input made under inference mode cannot join a graph.
-            yield Prepared(classifier, module, x.to(dev).clone(), is_signal, dev)
-    finally:
-        module.train(was_training)
+    module = prepared_module(classifier.module, dev)
+    with torch.inference_mode(False), torch.enable_grad():
+        # clone(): an input made under inference mode cannot join a graph.
+        yield Prepared(classifier, module, x.to(dev).clone(), is_signal, dev)
 
 
 def labels_for(classifier: ImageClassifier, targets: np.ndarray) -> list[str] | None:
@@ -201,16 +200,6 @@ def check_class_index(value: object, name: str = "target") -> int:
     if not isinstance(value, Integral) or isinstance(value, bool):
         raise TypeError(f"{name}={value!r} is not allowed; use an int (a class index)")
     return int(value)
-
-
-def check_materialised(module: nn.Module) -> None:
-    """A module built on the meta device has shapes but no values: nothing to explain yet."""
-    if any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers()):
-        raise ValueError(
-            "model: its parameters are on the meta device (shapes without values, e.g. built under "
-            "torch.device('meta')); materialise them first, e.g. module.to_empty(device='cpu') then "
-            "module.load_state_dict(weights)"
-        )
 
 
 def describe_output(out: object) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..engine.inputs import prepare_input, resolve_device
+from ..engine.model_state import check_materialised, prepared_module
 from ..engine.result import OcclusionResult
 from ..engine.sweep import occlusion_sensitivity
 from ..models import ImageClassifier, as_classifier
@@ -20,7 +21,6 @@ from .common import (
     check_callbacks,
     check_cancel,
     check_class_index,
-    check_materialised,
     map_for,
     scorer,
 )
@@ -137,16 +137,11 @@ def compare_methods(
     if is_signal:
         raise ValueError("compare_methods: needs an image (C, H, W); Grad-CAM has no 1-D form here")
     check_cancel(cancel)
-    module = classifier.module
-    was_training = module.training
-    module.to(dev).eval()
-    try:
-        # No output= here: the curves record class probabilities, so the model must return (N, classes).
-        score, _ = scorer(module, "probability", False, "compare_methods", reducible=False)
-        with torch.inference_mode():
-            probs = score(x[None].to(dev))[0].cpu()
-    finally:
-        module.train(was_training)
+    module = prepared_module(classifier.module, dev)  # eval mode without flipping the user's module
+    # No output= here: the curves record class probabilities, so the model must return (N, classes).
+    score, _ = scorer(module, "probability", False, "compare_methods", reducible=False)
+    with torch.inference_mode():
+        probs = score(x[None].to(dev))[0].cpu()
     target = int(probs.argmax()) if target is None else int(target)
     if not 0 <= target < probs.numel():
         raise ValueError(f"target={target} outside [0, {probs.numel()}); the model has {probs.numel()} classes")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..engine.inputs import Output, prepare_input, resolve_targets
+from ..engine.model_state import check_materialised, prepared_module
 from ..models import ImageClassifier, as_classifier
 from .common import (
     AttributionParams,
@@ -55,6 +56,7 @@ def spatial_layers(model: ImageClassifier | nn.Module, image: object = None) -> 
         if is_signal:
             return []
     module = classifier.module
+    check_materialised(module)
     dev = next(module.parameters(), torch.empty(0)).device
     seen: dict[str, tuple[int, tuple[int, ...]]] = {}
     counter = [0]
@@ -72,16 +74,16 @@ def spatial_layers(model: ImageClassifier | nn.Module, image: object = None) -> 
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in module.named_modules() if n]
-    was_training = module.training
-    module.eval()
+    # An eval-mode view (the module itself when it is already in eval mode): the user's
+    # module is never flipped to eval, and the hooks ignore other threads' passes.
+    view = prepared_module(module, dev)
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in view.named_modules() if n]
     try:
         with torch.no_grad():
-            module(x[None].to(dev))
+            view(x[None].to(dev))
     finally:
         for h in handles:
             h.remove()
-        module.train(was_training)
     return [(name, shape) for name, (_, shape) in sorted(seen.items(), key=lambda kv: kv[1][0])]
 
 
