@@ -33,7 +33,7 @@ def test_top_k_and_target_order():
     both = occlusion_sensitivity(model, x, [7, 2], mask_size=6, stride=6)
     alone = occlusion_sensitivity(model, x, 2, mask_size=6, stride=6)
     assert both.targets.tolist() == [7, 2]
-    np.testing.assert_allclose(both.grid[1], alone.grid[0], atol=1e-6)
+    np.testing.assert_allclose(both.grid[1], alone.grid[0], rtol=1e-5, atol=1e-6 * np.abs(alone.grid).max())
 
 
 def test_dense_stride_one_map_is_bounded_by_batch_size():
@@ -60,7 +60,8 @@ def test_progress_and_coarse_to_fine_partial_results():
     # The first batch holds the whole every-4th lattice (5 x 5), so the partial map already spans the image.
     assert not first.complete and first.computed.sum() == 25
     assert first.computed[::4, ::4].all() and np.isfinite(first.grid).all()
-    np.testing.assert_allclose(first.grid[0][::4, ::4], result.grid[0][::4, ::4], atol=1e-6)
+    np.testing.assert_allclose(first.grid[0][::4, ::4], result.grid[0][::4, ::4], rtol=1e-5,
+                               atol=1e-6 * np.abs(result.grid).max())
     assert seen[-1][2].complete
 
 
@@ -94,7 +95,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on():
     result = occlusion_sensitivity(model, x, 0, mask_size=4, stride=2, batch_size=20)
     reference = occlusion_sensitivity(model.inner, x, 0, mask_size=4, stride=2, batch_size=5)
     assert result.complete and result.params.batch_size == 5
-    np.testing.assert_allclose(result.grid, reference.grid, atol=1e-6)
+    np.testing.assert_allclose(result.grid, reference.grid, rtol=1e-5, atol=1e-6 * np.abs(reference.grid).max())
 
 
 def test_layer_channel_total_activation():
@@ -105,7 +106,8 @@ def test_layer_channel_total_activation():
     occluded = x.clone()
     occluded[:, 2:6, 0:2] = 0.0  # position (1, 0): centre (4, 0), mask 4 -> rows [2, 6), cols [0, 2) after clipping
     after = conv_stack(occluded[None]).sum(dim=(2, 3))[0]
-    np.testing.assert_allclose(result.grid[:, 1, 0], (base - after)[[0, 5]].detach().numpy(), rtol=1e-4, atol=1e-5)
+    expected = (base - after)[[0, 5]].detach().numpy()
+    np.testing.assert_allclose(result.grid[:, 1, 0], expected, rtol=1e-4, atol=1e-5 * np.abs(base.detach().numpy()).max())
     assert result.labels == ["3[0]", "3[5]"]
 
 
@@ -114,7 +116,7 @@ def test_custom_output_callable():
     x = torch.rand(3, 8, 8)
     doubled = occlusion_sensitivity(LinearScore(w), x, 0, mask_size=2, stride=2, output=lambda out: 2 * out[:, :1])
     plain = occlusion_sensitivity(LinearScore(w), x, 0, mask_size=2, stride=2, output="logit")
-    np.testing.assert_allclose(doubled.grid, 2 * plain.grid, atol=1e-5)
+    np.testing.assert_allclose(doubled.grid, 2 * plain.grid, rtol=1e-5, atol=1e-6 * np.abs(plain.grid).max())
 
 
 def test_blur_mask_value_and_most_important():
@@ -145,7 +147,7 @@ def test_upsampling_modes_and_training_flag_restored():
     assert model.training, "the model's train/eval state must be left as it was"
     np.testing.assert_array_equal(none.maps, none.grid)
     assert nearest.maps.shape == bicubic.maps.shape == (1, 30, 30)
-    np.testing.assert_allclose(nearest.maps[0, ::5, ::5], none.grid[0], atol=1e-6)
+    np.testing.assert_array_equal(nearest.maps[0, ::5, ::5], none.grid[0])  # nearest copies grid values
     assert set(np.unique(nearest.maps)) <= set(np.unique(none.grid))
 
 
@@ -237,7 +239,7 @@ def test_positions_restricts_the_sweep():
     part = occlusion_sensitivity(model, x, [0, 3], mask_size=4, stride=2, positions=region, batch_size=8)
     assert sum(model.batch_sizes) == 1 + 18
     np.testing.assert_array_equal(part.computed, region)
-    np.testing.assert_allclose(part.grid[:, region], full.grid[:, region], atol=1e-6)
+    np.testing.assert_allclose(part.grid[:, region], full.grid[:, region], rtol=1e-5, atol=1e-6 * np.abs(full.grid).max())
     assert np.isnan(part.grid[:, ~region]).all()
     with pytest.raises(ValueError, match="positions"):
         occlusion_sensitivity(model, x, 0, mask_size=4, stride=2, positions=np.ones((3, 3), bool))
