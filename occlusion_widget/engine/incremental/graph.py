@@ -70,24 +70,27 @@ class _ThreadAwareTracer(fx.Tracer):
 
 
 def _copy_for_tracing(module: nn.Module) -> nn.Module:
-    """A copy of the module tree without hooks, sharing every tensor with ``module``.
+    """A copy of the module tree (every module shallow-copied, hooks dropped) sharing every tensor.
 
     fx runs ``forward`` with Proxies and may store constants on the root;
-    whatever a forward writes to ``self`` lands on the copy, never on the
-    user's modules. Tensors are shared (no memory cost, weights stay live).
+    whatever a forward assigns to ``self`` lands on a copy, never on the
+    user's modules. Tensors and other attributes are shared (no memory cost,
+    weights stay live); a shared submodule stays shared.
     """
-    memo: dict[int, Any] = {}
-    for m in module.modules():
-        for t in (*m._parameters.values(), *m._buffers.values()):
-            if t is not None:
-                memo[id(t)] = t
-        for name, value in vars(m).items():
-            if isinstance(value, torch.Tensor):
-                memo[id(value)] = value
-            elif "hook" in name and isinstance(value, dict):
-                memo[id(value)] = type(value)()  # hooks belong to the user's modules
-    memo[id(memo)] = list(memo.values())  # deepcopy's keep-alive slot
-    return copy.deepcopy(module, memo)
+    copies: dict[int, nn.Module] = {}
+
+    def copy_tree(m: nn.Module) -> nn.Module:
+        if id(m) not in copies:
+            c = copies[id(m)] = copy.copy(m)
+            for name, value in vars(m).items():
+                if "hook" in name and isinstance(value, dict):
+                    c.__dict__[name] = type(value)()  # hooks belong to the user's modules
+            c.__dict__["_parameters"] = dict(m._parameters)
+            c.__dict__["_buffers"] = dict(m._buffers)
+            c.__dict__["_modules"] = {k: None if v is None else copy_tree(v) for k, v in m._modules.items()}
+        return copies[id(m)]
+
+    return copy_tree(module)
 
 
 def trace(module: nn.Module, fresh: bool = False) -> fx.GraphModule:
@@ -100,17 +103,28 @@ def trace(module: nn.Module, fresh: bool = False) -> fx.GraphModule:
         per_mode = _TRACES.setdefault(module, {})
         cached = None if fresh else per_mode.get(module.training)
         if cached is None:
-            try:
-                root = _copy_for_tracing(module)
-                graph = _ThreadAwareTracer().trace(root)
-                cached = fx.GraphModule(root, graph, type(module).__name__)
-            except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                cached = f"torch.fx cannot trace {type(module).__name__}: {first[:160]}"
-            per_mode[module.training] = cached
+            cached = per_mode[module.training] = _trace_copy(module)
     if isinstance(cached, str):
         raise UnsupportedModel(cached)
     return cached
+
+
+def _trace_copy(module: nn.Module) -> fx.GraphModule | str:
+    """The traced copy of ``module``, or why there is none (one line)."""
+    name = type(module).__name__
+    try:
+        root = _copy_for_tracing(module)
+    except Exception as exc:  # a module that refuses copying: never trace the user's own
+        return f"{name} cannot be copied for tracing: {_first_line(exc)}"
+    try:
+        return fx.GraphModule(root, _ThreadAwareTracer().trace(root), name)
+    except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
+        return f"torch.fx cannot trace {name}: {_first_line(exc)}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def analyze(module: nn.Module, x: torch.Tensor, fresh: bool = False) -> Analysis:
