@@ -1,5 +1,5 @@
 """Shared by the widget tests: a tiny classifier, the ``image`` and ``make_widget`` fixtures, and helpers
-(``from conftest import synced_maps, tiny_model, wait_done``)."""
+(``from conftest import assert_close, near, synced_maps, tiny_model, wait_done``)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ class Tiny(nn.Module):
 
 def tiny_model(delay: float = 0.0) -> ImageClassifier:
     return ImageClassifier(Tiny(delay).eval(), (32, 32), LABELS, name="tiny")
+
+
+def _scale(expected: object, scale: object) -> float:
+    """The magnitude tolerances are relative to: ``scale`` if given, else the largest |expected|."""
+    return float(np.abs(np.asarray(expected if scale is None else scale, dtype=np.float64)).max(initial=0.0)) or 1.0
+
+
+def assert_close(actual: object, expected: object, rtol: float = 1e-5, scale: object = None, **kwargs) -> None:
+    """``assert_allclose`` with the absolute tolerance relative to the magnitude compared
+    (``scale``, e.g. the scores whose difference a map holds; default: the largest |expected|)."""
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * _scale(expected, scale), **kwargs)
+
+
+def near(expected: object, rtol: float = 1e-5, scale: object = None):
+    """``pytest.approx`` with the absolute tolerance relative to the magnitude (see :func:`assert_close`)."""
+    return pytest.approx(float(expected), rel=rtol, abs=rtol * _scale(expected, scale))
 
 
 def synced_maps(w: OcclusionWidget) -> np.ndarray:

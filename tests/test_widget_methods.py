@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import synced_maps, tiny_model, wait_done
+from conftest import assert_close, near, synced_maps, tiny_model, wait_done
 
 import occlusion_widget
 from occlusion_widget import methods, occlusion_sensitivity
@@ -52,8 +52,8 @@ def test_method_set_from_python_equals_the_library(make_widget, image, method, r
     wait_done(w)
     ref = reference(model, image, tabs)
     assert w.result.method == method and w.result.targets.tolist() == tabs, "the same classes as the occlusion tabs"
-    np.testing.assert_allclose(w.result.maps, ref.maps, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(synced_maps(w), ref.maps, rtol=1e-5, atol=1e-7)
+    assert_close(w.result.maps, ref.maps)
+    assert_close(synced_maps(w), ref.maps)
     assert [c["id"] for c in w.classes] == tabs
     assert w.map_data["method"] == method and w.map_data["signed"] is False, "non-negative maps get a sequential scale"
     assert w.resolved_params["method"] == method and w.resolved_params["output"] == "logit"
@@ -68,7 +68,7 @@ def test_gradient_parameters_and_explicit_targets_pass_through(make_widget, imag
     w = make_widget(model, image, targets=[4, 7], method="smoothgrad", n_samples=6, noise_level=0.3, gradient_output="probability")
     wait_done(w)
     ref = methods.smoothgrad(model, image, [4, 7], n_samples=6, noise_level=0.3, output="probability")
-    np.testing.assert_allclose(w.result.maps, ref.maps, rtol=1e-5, atol=1e-9)
+    assert_close(w.result.maps, ref.maps)
     assert w.method_params() == {"output": "probability", "device": "auto", "targets": [4, 7], "n_samples": 6, "noise_level": 0.3}
     w.method = "grad_cam"
     w.gradcam_layer = "conv"
@@ -186,11 +186,11 @@ def test_compare_view_aucs_equal_deletion_insertion(make_widget, image) -> None:
         smap = map_for(result, target)
         np.testing.assert_array_equal(np.frombuffer(panel["data"], "<f4").reshape(panel["shape"]), smap)
         ref = methods.deletion_insertion(model, image, smap, target, steps=10, mask_value=0.5, mask_size=8)
-        assert panel["deletion_auc"] == pytest.approx(ref.deletion_auc, abs=1e-6)
-        assert panel["insertion_auc"] == pytest.approx(ref.insertion_auc, abs=1e-6)
-        assert comparison.table.curves[panel["method"]].deletion_auc == pytest.approx(ref.deletion_auc, abs=1e-6)
+        assert panel["deletion_auc"] == near(ref.deletion_auc)
+        assert panel["insertion_auc"] == near(ref.insertion_auc)
+        assert comparison.table.curves[panel["method"]].deletion_auc == near(ref.deletion_auc)
         assert panel["signed"] is (panel["method"] == "occlusion")
-    np.testing.assert_allclose(comparison.map("grad_cam"), methods.grad_cam(model, image, target).maps[0], rtol=1e-5, atol=1e-7)
+    assert_close(comparison.map("grad_cam"), methods.grad_cam(model, image, target).maps[0])
     assert isinstance(w.result, occlusion_widget.OcclusionResult), "the main view keeps its method"
 
 
@@ -295,4 +295,4 @@ def test_occlusion_in_the_compare_view_uses_the_main_views_upsampling(make_widge
     assert panel["method"] == "occlusion" and panel["shape"] == [8, 8], "the grid, as shown above"
     ref = occlusion_sensitivity(model, image, top_k=1, mask_size=8, stride=4, upsampling="nearest")
     curve = methods.deletion_insertion(model, image, ref.maps[0], int(ref.targets[0]), steps=10, mask_size=8)
-    assert panel["deletion_auc"] == pytest.approx(curve.deletion_auc, abs=1e-6), "scored at the input size (nearest)"
+    assert panel["deletion_auc"] == near(curve.deletion_auc), "scored at the input size (nearest)"
