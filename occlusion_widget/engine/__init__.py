@@ -3,6 +3,7 @@
 from .drilldown import drilldown_sensitivity, map_agreement
 from .grid import MaskGrid
 from .incremental import IncrementalEvaluator, UnsupportedModel
+from .model_state import prepared_module
 from .result import ImportantRegion, OcclusionParams, OcclusionResult
 from .sweep import occlusion_sensitivity
 
@@ -16,4 +17,5 @@ __all__ = [
     "drilldown_sensitivity",
     "map_agreement",
     "occlusion_sensitivity",
+    "prepared_module",
 ]
