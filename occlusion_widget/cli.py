@@ -181,12 +181,12 @@ def check_map_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size is not None and args.batch_size < 1:
         raise CliError(f"--batch-size {args.batch_size}: use a positive integer")
     targets = _targets(args.targets)
-    return dict(
-        targets=targets, top_k=None if targets is not None else (3 if args.top_k is None else args.top_k),
-        mask_size=_pair(args.mask_size, "mask-size"), stride=_pair(args.stride, "stride"),
-        mask_value=_mask_value(args.mask_value), mask_clipping=not args.no_clipping, upsampling=args.upsampling,
-        output=args.output, batch_size=args.batch_size, device=args.device,
-    )
+    return {
+        "targets": targets, "top_k": None if targets is not None else (3 if args.top_k is None else args.top_k),
+        "mask_size": _pair(args.mask_size, "mask-size"), "stride": _pair(args.stride, "stride"),
+        "mask_value": _mask_value(args.mask_value), "mask_clipping": not args.no_clipping,
+        "upsampling": args.upsampling, "output": args.output, "batch_size": args.batch_size, "device": args.device,
+    }
 
 
 def _sweep(model, image, params: dict[str, Any], quiet: bool):

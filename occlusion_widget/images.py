@@ -20,12 +20,11 @@ from __future__ import annotations
 import warnings
 from os import PathLike
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-ImageSource = Union[Image.Image, np.ndarray, str, PathLike]
+ImageSource = Image.Image | np.ndarray | str | PathLike
 
 # Values this far outside [0, 1] are float rounding, not another range: half a uint8 step.
 _FLOAT_TOLERANCE = 0.5 / 255

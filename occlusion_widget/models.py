@@ -10,9 +10,10 @@ import functools
 import threading
 import warnings
 import weakref
+from collections.abc import Sequence
 from importlib import resources
 from os import PathLike
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class RawModuleNotice(UserWarning):
     """A plain ``nn.Module`` is given an image: it receives [0, 1] pixels with no normalisation."""
 
 
-_NOTICED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+_NOTICED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _NOTICED_LOCK = threading.Lock()
 
 
@@ -142,7 +143,7 @@ class ImageClassifier:
         img = img.crop((left, top, left + self.input_size[1], top + self.input_size[0]))
         return to_unit_tensor(img)
 
-    def to(self, device: torch.device | str) -> "ImageClassifier":
+    def to(self, device: torch.device | str) -> ImageClassifier:
         self.module.to(device)
         return self
 

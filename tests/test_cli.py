@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import occlusion_widget.cli as cli
+from occlusion_widget import cli
 from occlusion_widget.cli import main
 
 
@@ -184,8 +184,9 @@ def test_unknown_weights_name_is_one_line(tmp_path, capsys):
 
 
 def test_offline_weights_download_is_one_line(tmp_path, capsys, monkeypatch):
-    import torch
     from urllib.error import URLError
+
+    import torch
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "cache"))  # nothing cached
 

@@ -13,7 +13,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from occlusion_widget.models import ImageClassifier, RawModuleNotice, as_classifier, load_image
+from occlusion_widget.models import (
+    ImageClassifier,
+    RawModuleNotice,
+    as_classifier,
+    load_image,
+)
 
 
 def rgb(img: Image.Image) -> np.ndarray:
