@@ -177,3 +177,103 @@ def test_nbconvert_html_shows_the_figure_offline(executed, tmp_path, widget_stat
     finally:
         browser.close()
         manager.stop()
+
+
+# --- reopening in JupyterLab: the saved notebook, a fresh kernel that does not hold the widget --------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a free localhost port with widget state saving OFF (its default); yields (base url, token, root, data dir)."""
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    work = tmp_path_factory.mktemp("lab")
+    (work / "notebooks").mkdir()
+    settings = work / "settings" / "@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(work / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "ws"),
+           "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_DATA_DIR": str(work / "data"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = open(work / "jupyter.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={work / 'notebooks'}", "--ServerApp.port_retries=0",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (work / "jupyter.log").read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (work / "jupyter.log").read_text()[-2000:]
+                time.sleep(0.5)  # polling the server's start, not waiting for a result
+        yield base, token, work / "notebooks", work / "data"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _save_as_lab_would(executed: dict, path: Path, data_dir: Path, widget_state: bool) -> None:
+    """The executed notebook, signed (as JupyterLab signs what it saves, so it is trusted when reopened)."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.reads(json.dumps(executed), as_version=4)
+    if not widget_state:
+        nb.metadata.pop("widgets", None)
+    NotebookNotary(data_dir=str(data_dir)).sign(nb)
+    nbformat.write(nb, path)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+@pytest.mark.parametrize("widget_state", [False, True], ids=["default-no-widget-state", "widget-state-saved"])
+def test_reopened_in_jupyterlab_shows_the_maps(executed, lab, widget_state):
+    base, token, root, data_dir = lab
+    name = f"reopen_{widget_state}.ipynb"
+    _save_as_lab_would(executed, root / name, data_dir, widget_state)
+    manager, browser = _browser()
+    try:
+        page = browser.new_context(viewport={"width": 1280, "height": 1400}).new_page()
+        page.goto(f"{base}/lab/workspaces/{name[:-6]}/tree/{name}?reset&token={token}")  # only this notebook open
+        page.wait_for_selector(".jp-OutputArea-child", state="attached", timeout=90_000)
+        outputs = "[...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')[0].querySelectorAll('.jp-OutputArea-child')]"
+        if widget_state:  # the widget comes back from the saved state, knows it has no kernel, and the static copy hides
+            page.wait_for_selector(".ow-root", timeout=60_000)
+            page.wait_for_selector(".ow-banner:visible", timeout=30_000)
+            assert page.locator(".ow-root").get_attribute("data-kernel") == "no"
+        else:
+            page.wait_for_function(f"() => {outputs}.some(c => c.querySelector('img') && c.querySelector('img').naturalWidth > 200)",
+                                   timeout=60_000)
+        shown = page.evaluate(f"""() => {outputs}.filter(c => c.getBoundingClientRect().height > 0)
+                                   .map(c => ({{img: !!c.querySelector('img'), live: !!c.querySelector('.ow-root'), text: c.innerText.slice(0, 80)}}))""")
+        assert not any("Error displaying widget" in s["text"] for s in shown), shown
+        page.screenshot(path=str(root / f"{name}.png"))
+        assert len(shown) == 1 and shown[0]["live" if widget_state else "img"], shown  # one picture, nothing broken
+        target = page.locator(".ow-canvas" if widget_state else ".jp-OutputArea-child img").first
+        target.scroll_into_view_if_needed()
+        pixels = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(io.BytesIO(target.screenshot()))).astype(float)
+        assert pixels[..., :3].std() > 10, "blank"
+    finally:
+        browser.close()
+        manager.stop()
