@@ -1,6 +1,7 @@
 """``OcclusionWidget``: live occlusion sensitivity maps (and gradient maps) in a notebook.
 
-The class holds typed, synced state and nothing else: what to show goes to a
+The class adds behaviour to its typed, synced state (:class:`~occlusion_widget.widget_traits.WidgetTraits`):
+what to show goes to a
 :class:`~occlusion_widget.worker.Controller` as a :class:`~occlusion_widget.plan.Plan`
 (one background thread, cancel, cache, throttling), results come back through
 the ``on_*`` sink methods and are turned into synced state by
@@ -11,7 +12,6 @@ the ``on_*`` sink methods and are turned into synced state by
 from __future__ import annotations
 
 import functools
-import math
 import pathlib
 import threading
 import time
@@ -23,42 +23,21 @@ import numpy as np
 import traitlets as t
 
 from ._frontend import (
-    COLORMAPS, SEQUENTIAL_COLORMAPS, build_esm, colormap_tables, comparison_state, layer_state, load_css,
-    result_state, to_png,
+    SEQUENTIAL_COLORMAPS, build_esm, colormap_tables, comparison_state, layer_state, load_css, result_state, to_png,
 )
-from .engine.result import UPSAMPLING, OcclusionResult
-from .engine.incremental import STRATEGIES
-from .engine.sweep import PRECISIONS
+from .engine.result import OcclusionResult
 from .methods import AttributionResult, Comparison, LayerActivations
 from .methods.compare import METHODS
 from .models import ImageClassifier, load_default_model, sample_image
-from .preview import PreviewEngine
 from .plan import CompareState, LayerState, MapSpec, Plan
+from .preview import PreviewEngine
 from .runner import LatestRunner, Source
 from .snapshot import Snapshot
+from .widget_traits import ENGINE_PARAMS, VIEW_PARAMS, WidgetTraits
 from .worker import Controller
 
-STATUSES = ("idle", "running", "done", "cancelled", "error")
-OUTPUTS = ("probability", "logit")
-#: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
-ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer",
-                 "batch_size", "device", "precision", "strategy")
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
-#: Traits of the gradient methods and of the compare and layer views (all change what is computed).
-VIEW_PARAMS = ("method", "gradient_output", "gradcam_layer", "n_samples", "noise_level", "compare", "compare_steps",
-               "show_layers", "activation_layer", "layer_channels", "layer_strength")
 _DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected")
-#: Float traits that must hold finite numbers, and what is allowed (a NaN never equals itself: it defeats caches).
-_FINITE = {"mask_value": "'auto', 'blur', a finite number or one finite number per channel",
-           "opacity": "a finite number in [0, 1]", "noise_level": "a finite number >= 0"}
-
-
-def _finite(name: str, value: Any) -> Any:
-    """``value`` if it holds no NaN or infinity, else a TraitError naming ``name`` and what is allowed."""
-    numbers = value if isinstance(value, (list, tuple)) else [value]
-    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-        raise t.TraitError(f"{name}={value!r} is not allowed; use {_FINITE[name]}")
-    return value
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,11 +45,7 @@ def _default_model() -> ImageClassifier:
     return load_default_model()
 
 
-def _pair_trait(help: str) -> t.TraitType:
-    return t.Union([t.Unicode(), t.Int(), t.List(t.Int(), minlen=2, maxlen=2)], default_value="auto", help=help).tag(sync=True)
-
-
-class OcclusionWidget(anywidget.AnyWidget):
+class OcclusionWidget(WidgetTraits):
     """Occlusion sensitivity maps of an image classifier, live in a notebook.
 
     ``OcclusionWidget()`` explains the sample image with the embedded
@@ -116,63 +91,6 @@ class OcclusionWidget(anywidget.AnyWidget):
     _esm = build_esm()
     _css = load_css()
 
-    # --- engine parameters -------------------------------------------------------------------
-    mask_size = _pair_trait("Mask size in pixels: 'auto' (20% of the input), an int, or [h, w].")
-    stride = _pair_trait("Step between mask positions: 'auto' (10% of the input), an int, or [a, b].")
-    mask_value = t.Union(
-        [t.Unicode(), t.Float(), t.List(t.Float())], default_value="auto",
-        help="Replacement for occluded pixels: 'auto' (channel means), 'blur', a number, or one per channel.",
-    ).tag(sync=True)
-    mask_clipping = t.Bool(True, help="True: masks centred on the lattice, cut at the edges; False: full-size masks inside.").tag(sync=True)
-    upsampling = t.Enum(UPSAMPLING, "bicubic", help="How maps are made from the grid of positions.").tag(sync=True)
-    output = t.Enum(OUTPUTS, "probability", help="The score whose drop is mapped: softmax probability or logit.").tag(sync=True)
-    targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; None: the top_k classes.").tag(sync=True)
-    top_k = t.Int(3, help="How many of the best classes to explain when targets is None.").tag(sync=True)
-    layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
-    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
-    device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
-    strategy = t.Enum(STRATEGIES, "auto", help="Python only: 'auto', 'full' (the whole network per mask) or 'incremental' "
-                                               "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
-
-    # --- method, gradient parameters, compare and layer views ----------------------------------
-    method = t.Enum(METHODS, "occlusion", help="The map shown: 'occlusion', 'grad_cam', 'saliency' or 'smoothgrad' (same classes).").tag(sync=True)
-    gradient_output = t.Enum(OUTPUTS, "logit", help="The score the gradient methods differentiate (the logit is customary).").tag(sync=True)
-    gradcam_layer = t.Unicode(None, allow_none=True, help="Grad-CAM's layer (a module name); None: the last spatial layer.").tag(sync=True)
-    n_samples = t.Int(25, min=1, help="SmoothGrad: noisy copies averaged.").tag(sync=True)
-    noise_level = t.Float(0.15, min=0.0, help="SmoothGrad: noise sd as a fraction of the input's value range.").tag(sync=True)
-    compare = t.Bool(False, help="Show the four methods for the current class with deletion / insertion AUCs.").tag(sync=True)
-    compare_steps = t.Int(10, min=1, help="Python only: steps of the compare view's deletion / insertion curves.")
-    show_layers = t.Bool(False, help="Show the layer view: a layer's strongest channels for the image.").tag(sync=True)
-    activation_layer = t.Unicode(None, allow_none=True, help="The layer view's layer (a module name); None: Grad-CAM's default layer.").tag(sync=True)
-    layer_channels = t.Int(16, min=1, max=256, help="How many of the strongest channels the layer view shows.").tag(sync=True)
-    layer_strength = t.Enum(("mean", "max"), "mean", help="Channel strength in the layer view: spatial 'mean' or 'max'.").tag(sync=True)
-
-    # --- what the browser shows (set by the kernel) ------------------------------------------
-    model_name = t.Unicode("", help="The model's name.").tag(sync=True)
-    image_png = t.Bytes(b"", help="The input as the network sees it, PNG; sent when the image changes.").tag(sync=True)
-    fill_png = t.Bytes(b"", help="What occluded pixels become (C, H, W) as PNG, for the preview image.").tag(sync=True)
-    map_data = t.Dict(help="Maps: {data: float32 LE bytes (K, H, W), shape, range per class, worst (y, x) per class, complete, computed, version}.").tag(sync=True)
-    classes = t.List(t.Dict(), help="One {id, name, score} per map: class id, name, unoccluded score.").tag(sync=True)
-    resolved_params = t.Dict(help="The parameters the engine used ('auto' resolved), and the grid shape.").tag(sync=True)
-    progress = t.Float(0.0, min=0.0, max=1.0, help="Fraction of mask positions done in the current sweep.").tag(sync=True)
-    status = t.Enum(STATUSES, "idle", help="'idle', 'running', 'done', 'cancelled' or 'error'.").tag(sync=True)
-    error = t.Unicode("", help="A readable message when status is 'error'.").tag(sync=True)
-    notice = t.Unicode("", help="A note about the model or input shown above the maps, e.g. that a plain nn.Module gets "
-                                "[0, 1] RGB pixels without normalisation; '' when there is none.").tag(sync=True)
-    comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, insertion_auc}]}.").tag(sync=True)
-    layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
-    preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
-
-    # --- view state (set by the browser, saved with the notebook) ----------------------------
-    colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)}, from matplotlib; sent once.").tag(sync=True)
-    colormap = t.Unicode("RdBu_r", help="The diverging colormap of occlusion maps (a key of colormaps).").tag(sync=True)
-    sequential_colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)} for non-negative maps; sent once.").tag(sync=True)
-    sequential_colormap = t.Unicode("inferno", help="The colormap of non-negative maps (gradients, activations).").tag(sync=True)
-    opacity = t.Float(0.6, min=0.0, max=1.0, help="Opacity of the heatmap over the image.").tag(sync=True)
-    selected = t.Int(0, help="The class tab shown (an index into classes).").tag(sync=True)
-    preview_request = t.Dict(help="{x, y, seq}: the mask centre in image pixels; the kernel answers in preview.").tag(sync=True)
-
     def __init__(
         self,
         model: ImageClassifier | Any | None = None,
@@ -207,7 +125,9 @@ class OcclusionWidget(anywidget.AnyWidget):
         if not hasattr(self, "_source"):
             return "OcclusionWidget()"
         which = f"targets={list(self.targets)}" if self.targets is not None else f"top_k={self.top_k}"
-        status = "running" if self._controller.busy else self.status  # what the threads do now, never stale
+        status = self.status
+        if status == "running" and not self._controller.busy:  # nothing runs: say what is shown
+            status = "done" if self._result is not None and self._result.complete else "idle"
         text = f"OcclusionWidget(model={self.model_name!r}, method={self.method!r}, {which}, status={status!r}"
         result = self._result
         if status == "done" and result is not None:
@@ -382,31 +302,6 @@ class OcclusionWidget(anywidget.AnyWidget):
         super().close()
 
     # --- reacting to changes -----------------------------------------------------------------
-
-    @t.validate("mask_size", "stride")
-    def _validate_pair(self, proposal: dict) -> Any:
-        value = proposal["value"]
-        if isinstance(value, str) and value != "auto":
-            raise t.TraitError(f"{proposal['trait'].name}={value!r} is not allowed; use 'auto', an int or [h, w]")
-        return value
-
-    @t.validate("mask_value")
-    def _validate_mask_value(self, proposal: dict) -> Any:
-        value = proposal["value"]
-        if isinstance(value, str) and value not in ("auto", "blur"):
-            raise t.TraitError(f"mask_value={value!r} is not allowed; use 'auto', 'blur', a number or one per channel")
-        return _finite("mask_value", value)
-
-    @t.validate("opacity", "noise_level")  # (one validator per trait: mask_value's checks this too)
-    def _validate_finite(self, proposal: dict) -> Any:
-        return _finite(proposal["trait"].name, proposal["value"])
-
-    @t.validate("colormap", "sequential_colormap")
-    def _validate_colormap(self, proposal: dict) -> str:
-        allowed = COLORMAPS if proposal["trait"].name == "colormap" else SEQUENTIAL_COLORMAPS
-        if proposal["value"] not in allowed:
-            raise t.TraitError(f"{proposal['trait'].name}={proposal['value']!r} is not allowed; use one of {', '.join(allowed)}")
-        return proposal["value"]
 
     @t.observe(*_PARAMS)
     def _on_param(self, change: dict) -> None:
