@@ -97,7 +97,7 @@ export class StandaloneModel {
    * @param {any} table preview table (or null)
    */
   constructor(state, methods, table) {
-    this.state = { ...state };
+    this.state = { ...state, ...(methods[state.method] ?? {}) }; // report.py stores each method's maps once
     this.methods = methods;
     this.table = table;
     /** @type {Map<string, Set<Function>>} */ this.listeners = new Map();

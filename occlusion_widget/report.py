@@ -128,7 +128,8 @@ def report_data(widget: Any) -> dict:
         raise RuntimeError(f"no finished maps to write: {widget.error or 'nothing was computed'}")
     methods = _method_states(widget)
     state = _synced_state(widget)
-    state.update(methods.get(widget.method, {}))
+    for name in methods.get(widget.method, {}):  # the shim takes the current method's maps from `methods`
+        state.pop(name, None)
     occlusion = (widget.computed_results() if hasattr(widget, "computed_results") else {}).get("occlusion")
     if occlusion is None and isinstance(result, OcclusionResult):
         occlusion = result
