@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_browser import chromium_page, lab_server, open_widget  # noqa: E402
+from test_browser import chromium, chromium_page, lab_server, open_widget  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for widget.png and widget_compare.png (default: docs/)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work, lab_server(Path(work)) as (url, _notebook), chromium_page({"width": 1280, "height": 1300}) as page:
+    with tempfile.TemporaryDirectory() as work, lab_server(Path(work)) as (url, _notebook), chromium() as browser, \
+            chromium_page(browser, {"width": 1280, "height": 1300}) as page:
         open_widget(page, url)
         root = page.locator(".ow-root")
         root.scroll_into_view_if_needed()

@@ -156,6 +156,20 @@ export function setPressed(button, on) {
  * @param {(index: number) => void} onSelect
  */
 export function renderTabs(container, classes, selected, scores, onSelect) {
+  // Same classes: update the tabs in place, so a click is never lost to a re-render (previews
+  // arrive many times a second while the mask is dragged).
+  const signature = JSON.stringify(classes.map((c) => [c.id, c.name]));
+  if (container.dataset.signature === signature) {
+    [...container.children].forEach((tab, i) => {
+      tab.classList.toggle("ow-tab-active", i === selected);
+      tab.setAttribute("aria-selected", i === selected ? "true" : "false");
+      tab.setAttribute("title", scores[i]?.title ?? "");
+      const score = tab.querySelector(".ow-tab-score");
+      if (score) score.textContent = scores[i]?.text ?? "";
+    });
+    return;
+  }
+  container.dataset.signature = signature;
   container.replaceChildren(
     ...classes.map((c, i) =>
       h(

@@ -108,22 +108,30 @@ def lab_server(work: Path) -> Iterator[tuple[str, Path]]:
 
 
 @contextlib.contextmanager
-def chromium_page(viewport: dict[str, int]) -> Iterator[Any]:
-    """A Playwright page in Debian's Chromium that records console messages and page errors."""
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (one per process: the sync API allows one at a time)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport=viewport, device_scale_factor=1, accept_downloads=True)
-        page = context.new_page()
-        page.console_messages = []
-        page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: page.console_messages.append(f"pageerror: {e}"))
         try:
-            yield page
+            yield browser
         finally:
-            context.close()
             browser.close()
+
+
+@contextlib.contextmanager
+def chromium_page(browser: Any, viewport: dict[str, int]) -> Iterator[Any]:
+    """A page in its own context that records console messages and page errors."""
+    context = browser.new_context(viewport=viewport, device_scale_factor=1, accept_downloads=True)
+    page = context.new_page()
+    page.console_messages = []
+    page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: page.console_messages.append(f"pageerror: {e}"))
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def open_widget(page: Any, url: str) -> None:
@@ -233,9 +241,15 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab, tmp_path_factory):
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("artifacts")
-    with chromium_page({"width": 1280, "height": 1300}) as page:
+    with chromium_page(browser, {"width": 1280, "height": 1300}) as page:
         page.artifacts = artifacts
         try:
             open_widget(page, lab[0])
@@ -593,11 +607,11 @@ def saved_state() -> dict:
 
 
 @pytest.mark.parametrize("how", ["shim", "no pong"])
-def test_without_a_kernel_the_saved_maps_stay_usable(saved_state, tmp_path, how) -> None:
+def test_without_a_kernel_the_saved_maps_stay_usable(browser, saved_state, tmp_path, how) -> None:
     extra = '{kernelless: true, availableMethods: ["occlusion", "saliency"]}' if how == "shim" else "{}"
     html = tmp_path / "page.html"
     html.write_text(_static_page({**saved_state, "notice": "a note from the kernel"}, extra))
-    with chromium_page({"width": 1000, "height": 1200}) as page:
+    with chromium_page(browser, {"width": 1000, "height": 1200}) as page:
         page.goto(html.as_uri())
         page.wait_for_function("() => window.rendered === true")
         # "no pong": the ping goes out and nobody answers; after 3 s the banner says so.
