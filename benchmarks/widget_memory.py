@@ -53,7 +53,7 @@ def live_tensor_bytes() -> int:
                 if storage.data_ptr() not in seen:
                     seen.add(storage.data_ptr())
                     total += storage.nbytes()
-        except Exception:  # noqa: BLE001 - some objects refuse introspection
+        except Exception:  # noqa: BLE001, S112 - some objects refuse introspection
             continue
     return total
 
