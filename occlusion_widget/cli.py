@@ -124,7 +124,7 @@ def check_output(path: str, option: str, formats: dict[str, str] | None = None) 
 def _html_available() -> bool:
     from .widget import OcclusionWidget
 
-    return hasattr(OcclusionWidget, "save_html") and importlib.util.find_spec("occlusion_widget.report") is not None
+    return hasattr(OcclusionWidget, "save_html") and importlib.util.find_spec("occlusion_widget.widget.report") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ def widget():
 
 @pytest.fixture(scope="module")
 def report(widget, tmp_path_factory) -> Path:
-    from occlusion_widget.report import write_report
+    from occlusion_widget.widget.report import write_report
 
     return write_report(widget, tmp_path_factory.mktemp("report") / "report.html")
 
@@ -51,7 +51,7 @@ def test_report_is_self_contained(report, widget):
 
 
 def test_report_refuses_bad_paths(widget, tmp_path):
-    from occlusion_widget.report import write_report
+    from occlusion_widget.widget.report import write_report
 
     with pytest.raises(ValueError, match=r"path='.*report.txt'.*\.html"):
         write_report(widget, tmp_path / "report.txt")
@@ -60,7 +60,7 @@ def test_report_refuses_bad_paths(widget, tmp_path):
 
 
 def test_quantised_maps_round_trip():
-    from occlusion_widget.report import _quantise
+    from occlusion_widget.widget.report import _quantise
 
     values = np.random.default_rng(0).normal(0, 0.2, 1000).astype("<f4")
     values[7] = np.nan

@@ -109,7 +109,7 @@ def test_interactive_runs_do_not_wait(tmp_path):
 def test_headless_detection(monkeypatch):
     import IPython
 
-    from occlusion_widget import snapshot
+    from occlusion_widget.widget import snapshot
 
     class Kernel:
         def __init__(self, allow_stdin):

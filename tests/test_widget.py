@@ -13,11 +13,12 @@ from conftest import assert_close, near, synced_maps, tiny_model, wait_done
 from helpers import LinearScore
 
 from occlusion_widget import ImageClassifier, occlusion_sensitivity
-from occlusion_widget import plan as plan_module
-from occlusion_widget.plan import responsive_batch
-from occlusion_widget.preview import mask_box
-from occlusion_widget.runner import LatestRunner, Throttle
-from occlusion_widget.widget import OcclusionWidget, to_png
+from occlusion_widget.widget import plan as plan_module
+from occlusion_widget.widget.plan import responsive_batch
+from occlusion_widget.widget.preview import mask_box
+from occlusion_widget.widget.runner import LatestRunner, Throttle
+from occlusion_widget.widget import OcclusionWidget
+from occlusion_widget.widget.frontend import to_png
 
 
 def test_default_widget_explains_the_sample_image_with_the_embedded_model(make_widget) -> None:

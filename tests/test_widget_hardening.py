@@ -18,11 +18,11 @@ from conftest import LABELS, Tiny, synced_maps, tiny_model, wait_done
 from torch import nn
 from traitlets import TraitError
 
-from occlusion_widget import plan as plan_module
+from occlusion_widget.widget import plan as plan_module
 from occlusion_widget.models import ImageClassifier
-from occlusion_widget.preview import mask_box
-from occlusion_widget.runner import ResultCache, freeze, nbytes, trim_memory
-from occlusion_widget.worker import MAX_ATTEMPTS
+from occlusion_widget.widget.preview import mask_box
+from occlusion_widget.widget.runner import ResultCache, freeze, nbytes, trim_memory
+from occlusion_widget.widget.controller import MAX_ATTEMPTS
 
 NAN, INF = float("nan"), float("inf")
 
@@ -107,7 +107,7 @@ def test_an_error_while_publishing_a_cached_map_sets_error(make_widget, image, m
     def broken(*_args, **_kwargs):
         raise RuntimeError("cannot serialise")
 
-    monkeypatch.setattr("occlusion_widget.widget.result_state", broken)
+    monkeypatch.setattr("occlusion_widget.widget.core.result_state", broken)
     w.stride = 8  # from the cache, published on this thread: the setter must not raise
     assert w.status == "error" and "cannot serialise" in w.error and w.stride == 8
     monkeypatch.undo()

@@ -11,7 +11,7 @@ from conftest import assert_close, near, synced_maps, tiny_model, wait_done
 
 import occlusion_widget
 from occlusion_widget import methods, occlusion_sensitivity
-from occlusion_widget import plan as plan_module
+from occlusion_widget.widget import plan as plan_module
 from occlusion_widget.methods.common import map_for
 from occlusion_widget.widget import OcclusionWidget
 

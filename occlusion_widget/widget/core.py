@@ -1,11 +1,11 @@
 """``OcclusionWidget``: live occlusion sensitivity maps (and gradient maps) in a notebook.
 
-The class adds behaviour to its typed, synced state (:class:`~occlusion_widget.widget_traits.WidgetTraits`):
+The class adds behaviour to its typed, synced state (:class:`~occlusion_widget.widget.traits.WidgetTraits`):
 what to show goes to a
-:class:`~occlusion_widget.worker.Controller` as a :class:`~occlusion_widget.plan.Plan`
+:class:`~occlusion_widget.widget.controller.Controller` as a :class:`~occlusion_widget.widget.plan.ComputePlan`
 (one background thread, cancel, cache, throttling), results come back through
 the ``on_*`` sink methods and are turned into synced state by
-:mod:`occlusion_widget._frontend` (``result_state``, ``comparison_state``,
+:mod:`occlusion_widget.widget.frontend` (``result_state``, ``comparison_state``,
 ``layer_state``), the one place that serialises results for the browser.
 """
 
@@ -15,26 +15,34 @@ import functools
 import pathlib
 import threading
 import time
+from collections.abc import Sequence
 from os import PathLike
-from typing import Any, Sequence
+from typing import Any
 
 import anywidget
 import numpy as np
 import traitlets as t
 
-from ._frontend import (
-    SEQUENTIAL_COLORMAPS, build_esm, colormap_tables, comparison_state, layer_state, load_css, result_state, to_png,
+from ..engine.result import OcclusionResult
+from ..methods import AttributionResult, Comparison, LayerActivations
+from ..methods.compare import METHODS
+from ..models import ImageClassifier, load_default_model, sample_image
+from .controller import Controller
+from .frontend import (
+    SEQUENTIAL_COLORMAPS,
+    build_esm,
+    colormap_tables,
+    comparison_state,
+    layer_state,
+    load_css,
+    result_state,
+    to_png,
 )
-from .engine.result import OcclusionResult
-from .methods import AttributionResult, Comparison, LayerActivations
-from .methods.compare import METHODS
-from .models import ImageClassifier, load_default_model, sample_image
-from .plan import CompareState, LayerState, MapSpec, Plan
+from .plan import CompareState, ComputePlan, LayerState, MapRequest
 from .preview import PreviewEngine
-from .runner import LatestRunner, Source
+from .runner import LatestRunner, PreparedInput
 from .snapshot import Snapshot
-from .widget_traits import ENGINE_PARAMS, VIEW_PARAMS, WidgetTraits
-from .worker import Controller
+from .traits import ENGINE_PARAMS, VIEW_PARAMS, WidgetTraits
 
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
 _DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected")
@@ -113,7 +121,7 @@ class OcclusionWidget(WidgetTraits):
         self._previews = PreviewEngine()
         self._preview_runner = LatestRunner(self._run_preview, "occlusion-preview")
         self._snapshot = Snapshot(self)
-        self._source = Source.prepare(model if model is not None else _default_model(),
+        self._source = PreparedInput.prepare(model if model is not None else _default_model(),
                                       image if image is not None else sample_image())
         super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k, colormaps=colormap_tables(),
                          sequential_colormaps=colormap_tables(SEQUENTIAL_COLORMAPS), **params)
@@ -165,7 +173,7 @@ class OcclusionWidget(WidgetTraits):
 
     @model.setter
     def model(self, value: Any) -> None:
-        self._source = Source.prepare(value if value is not None else _default_model(), self._source.x)
+        self._source = PreparedInput.prepare(value if value is not None else _default_model(), self._source.x)
         self._source_changed()
 
     @property
@@ -175,7 +183,7 @@ class OcclusionWidget(WidgetTraits):
 
     @image.setter
     def image(self, value: Any) -> None:
-        self._source = Source.prepare(self._source.classifier, value if value is not None else sample_image())
+        self._source = PreparedInput.prepare(self._source.classifier, value if value is not None else sample_image())
         self._source_changed()
 
     def engine_params(self) -> dict[str, Any]:
@@ -224,24 +232,24 @@ class OcclusionWidget(WidgetTraits):
             self._controller.cache.clear()
         self._controller.request(self._plan())
 
-    def _map_spec(self, method: str) -> MapSpec:
+    def _map_spec(self, method: str) -> MapRequest:
         params = self.method_params(method)
         if method == "occlusion":
-            return MapSpec(method, {k: v for k, v in params.items() if k != "upsampling"}, params["upsampling"])
+            return MapRequest(method, {k: v for k, v in params.items() if k != "upsampling"}, params["upsampling"])
         error = None
         if self.layer is not None:
             error = f"layer={self.layer!r} explains a layer's channels, which only occlusion does; set layer=None for {method}"
-        return MapSpec(method, params, error=error)
+        return MapRequest(method, params, error=error)
 
-    def _plan(self) -> Plan:
+    def _plan(self) -> ComputePlan:
         specs = {m: self._map_spec(m) for m in METHODS}
         compare = tuple(specs.values()) if self.compare else ()
         if self.compare and self.layer is not None:  # the curves score classes, not a layer's channels
-            compare = tuple(MapSpec(m, {}, error=f"layer={self.layer!r}: the compare view explains classes; set layer=None")
+            compare = tuple(MapRequest(m, {}, error=f"layer={self.layer!r}: the compare view explains classes; set layer=None")
                             for m in METHODS)
         curve = {"steps": self.compare_steps, "mask_value": self.mask_value, "mask_size": self.mask_size, "device": self.device}
         layer_view = {"layer": self.activation_layer, "strength": self.layer_strength, "top": self.layer_channels, "device": self.device}
-        return Plan(
+        return ComputePlan(
             self._source, specs[self.method], compare, self.selected, curve,
             layer_list=self.method == "grad_cam" or self.compare or self.show_layers,
             activations=layer_view if self.show_layers else None,
@@ -268,7 +276,7 @@ class OcclusionWidget(WidgetTraits):
 
     def save_png(self, path: str | PathLike, dpi: int = 100) -> None:
         """Save the maps over the image with class titles (current colormap and opacity)."""
-        from .render import save_figure
+        from ..render import save_figure
 
         if self._result is None or not self._result.complete:
             self.wait()
@@ -418,5 +426,5 @@ class OcclusionWidget(WidgetTraits):
 
     def _ipython_display_(self, **kwargs: Any) -> None:
         """Show the live widget, and below it the static output that viewers without widgets show
-        (kept up to date by :class:`~occlusion_widget.snapshot.Snapshot` as sweeps finish)."""
+        (kept up to date by :class:`~occlusion_widget.widget.snapshot.Snapshot` as sweeps finish)."""
         self._snapshot.ipython_display(anywidget.AnyWidget._repr_mimebundle_(self, **kwargs))

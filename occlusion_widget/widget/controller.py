@@ -1,11 +1,11 @@
 """Background computation for the widget: maps, the method comparison and the layer view,
 off the kernel's thread (mask previews: :mod:`.preview`).
 
-Data flows one way: the widget describes what it shows as a :class:`~occlusion_widget.plan.Plan` (the
+Data flows one way: the widget describes what it shows as a :class:`~occlusion_widget.widget.plan.ComputePlan` (the
 current method's maps; optionally the four methods side by side with their
 deletion / insertion AUCs, and a layer's activations) and hands it to a
 :class:`Controller`. The controller computes the plan's missing *pieces* one
-after another in ONE background thread (a :class:`~occlusion_widget.runner.LatestRunner`), caches them
+after another in ONE background thread (a :class:`~occlusion_widget.widget.runner.LatestRunner`), caches them
 and hands them to a *sink* (the widget), which turns them into synced state.
 Nothing here knows about traitlets; nothing in the widget does maths: pieces
 call the engine and :mod:`occlusion_widget.methods`.
@@ -29,7 +29,7 @@ Guarantees
   plan (a result that cannot be found in the cache again is an error, not a
   loop), and any error, whether the computation's or the publication's, ends
   as status "error" with a message; the next request computes again.
-* Memory goes back to the system after every piece (:func:`~occlusion_widget.runner.trim_memory`).
+* Memory goes back to the system after every piece (:func:`~occlusion_widget.widget.runner.trim_memory`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Hashable, Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
 
 import numpy as np
 
-from .methods import layer_activations
+from ..engine.result import MapResult
+from ..methods import layer_activations
 from .plan import (
-    CompareState, LayerState, MapResult, Panel, Piece, Plan, compute_curve, compute_map, conv_layers,
+    CompareState,
+    ComputePlan,
+    LayerState,
+    Panel,
+    Piece,
+    compute_curve,
+    compute_map,
+    conv_layers,
 )
 from .runner import LatestRunner, ResultCache, Throttle, freeze, trim_memory
 
@@ -81,7 +90,7 @@ def _message(exc: Exception) -> str:
 
 
 class Controller:
-    """Computes a sink's :class:`Plan` piece by piece in one background thread.
+    """Computes a sink's :class:`ComputePlan` piece by piece in one background thread.
 
     Parameters
     ----------
@@ -95,7 +104,7 @@ class Controller:
         self.min_interval = min_interval
         self.cache = ResultCache(cache_size, cache_bytes)
         self._lock = threading.Lock()
-        self._plan: Plan | None = None
+        self._plan: ComputePlan | None = None
         self._running: Hashable = None  # the key of the piece in flight
         self._failed: dict[Hashable, str] = {}
         self._stopped = False
@@ -106,7 +115,7 @@ class Controller:
 
     # --- requests (any thread, normally the kernel's) ---------------------------------------
 
-    def request(self, plan: Plan) -> None:
+    def request(self, plan: ComputePlan) -> None:
         """Show ``plan``: cached pieces at once, the rest in the background."""
         with self._lock:
             self._plan, self._stopped = plan, False
@@ -158,10 +167,10 @@ class Controller:
 
     # --- the worker thread ---------------------------------------------------------------------
 
-    def _next(self, plan: Plan) -> Piece | None:
+    def _next(self, plan: ComputePlan) -> Piece | None:
         return next((p for p in plan.pieces(self.cache) if p.key not in self._failed and self.cache.get(p.key) is None), None)
 
-    def _run(self, _plan: Plan, cancel: threading.Event) -> None:
+    def _run(self, _plan: ComputePlan, cancel: threading.Event) -> None:
         while not cancel.is_set():
             with self._lock:
                 plan = self._plan
@@ -197,11 +206,11 @@ class Controller:
             trim_memory()
 
     @staticmethod
-    def _budget(plan: Plan) -> int:
+    def _budget(plan: ComputePlan) -> int:
         """The most computations one plan may take: MAX_ATTEMPTS per piece it can ever have."""
         return MAX_ATTEMPTS * (len(plan.map_specs()) + len(plan.compare) + 2)
 
-    def _give_up(self, plan: Plan, piece: Piece) -> None:
+    def _give_up(self, plan: ComputePlan, piece: Piece) -> None:
         """``piece`` was computed but is still missing (lock held): fail it instead of looping.
 
         Over the plan's whole budget (keys that never equal themselves, e.g. holding a NaN,
@@ -217,7 +226,7 @@ class Controller:
             self.sink.on_failed(error)
         self._publish_views()
 
-    def _compute(self, plan: Plan, piece: Piece, cancel: threading.Event) -> Any:
+    def _compute(self, plan: ComputePlan, piece: Piece, cancel: threading.Event) -> Any:
         source = plan.source
         if piece.kind == "map":
             return compute_map(source, piece.spec, self._progress(piece, cancel), cancel)
@@ -254,14 +263,14 @@ class Controller:
 
     # --- publication (lock held) ---------------------------------------------------------------
 
-    def _finish_main(self, plan: Plan, result: MapResult, cached: bool) -> None:
+    def _finish_main(self, plan: ComputePlan, result: MapResult, cached: bool) -> None:
         shown_key = (plan.main.key(plan.source), plan.main.upsampling)
         if cached and shown_key == self._shown:
             return  # on screen already (e.g. a class tab clicked in the compare view)
         try:
             shown = plan.main.shown(result)
             self.sink.on_finished(shown, cached=cached)
-        except Exception as exc:  # noqa: BLE001 - a bad upsampling name, a map the sink cannot show: status "error"
+        except Exception as exc:
             log.debug("publishing the map failed", exc_info=True)
             self._shown = None
             self.sink.on_failed(_message(exc))

@@ -1,7 +1,7 @@
 """The widget's background plumbing, free of maths and of traitlets: a latest-wins
 worker thread (:class:`LatestRunner`), a :class:`Throttle`, an LRU
 :class:`ResultCache` bounded in bytes with its keys (:func:`freeze`), the prepared
-model and input (:class:`Source`), and process-level care: :func:`trim_memory`
+model and input (:class:`PreparedInput`), and process-level care: :func:`trim_memory`
 and the exit hook that stops every runner before torch is torn down.
 """
 
@@ -19,19 +19,20 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
 
-from .engine.inputs import prepare_input
-from .models import ImageClassifier, as_classifier
+from ..engine.inputs import prepare_input
+from ..models import ImageClassifier, as_classifier
 
 log = logging.getLogger(__name__)
 
 #: Every runner alive, for the exit hook (weak: a collected widget's runners drop out).
-_RUNNERS: "weakref.WeakSet[LatestRunner]" = weakref.WeakSet()
+_RUNNERS: weakref.WeakSet[LatestRunner] = weakref.WeakSet()
 #: The longest the exit hook waits, in all, for running jobs to stop (seconds).
 EXIT_TIMEOUT = 10.0
 
@@ -120,7 +121,7 @@ class LatestRunner:
                 self._busy = True
             try:
                 self._fn(job, cancel)
-            except Exception:  # noqa: BLE001 - a worker thread must survive anything
+            except Exception:
                 log.exception("%s: job failed", self._name)
             finally:
                 with self._cond:
@@ -235,11 +236,11 @@ def freeze(value: object) -> Hashable:
 #: (``occlusion_widget.models.RawModuleNotice``: a plain nn.Module gets [0, 1] pixels, not normalised).
 NOTICES = ("RawModuleNotice",)
 #: The notice each module got, for later sources: models.py warns once per module.
-_NOTICES_SEEN: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+_NOTICES_SEEN: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 @dataclass
-class Source:
+class PreparedInput:
     """The model and the input as the network sees it, prepared once.
 
     ``notice``: the text of a :data:`NOTICES` warning raised while preparing
@@ -252,7 +253,7 @@ class Source:
     notice: str = ""
 
     @classmethod
-    def prepare(cls, model: object, image: object) -> "Source":
+    def prepare(cls, model: object, image: object) -> PreparedInput:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # seen once already in this process: the widget still shows it
             classifier = as_classifier(model)  # type: ignore[arg-type]
@@ -323,4 +324,4 @@ def _stop_all_runners(timeout: float = EXIT_TIMEOUT) -> None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-__all__ = ["EXIT_TIMEOUT", "LatestRunner", "ResultCache", "Source", "Throttle", "freeze", "nbytes", "trim_memory"]
+__all__ = ["EXIT_TIMEOUT", "LatestRunner", "PreparedInput", "ResultCache", "Throttle", "freeze", "nbytes", "trim_memory"]

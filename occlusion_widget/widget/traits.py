@@ -11,11 +11,11 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from ._frontend import COLORMAPS, SEQUENTIAL_COLORMAPS
-from .engine.incremental import STRATEGIES
-from .engine.result import UPSAMPLING
-from .engine.sweep import PRECISIONS
-from .methods.compare import METHODS
+from ..engine.incremental import STRATEGIES
+from ..engine.result import UPSAMPLING
+from ..engine.sweep import PRECISIONS
+from ..methods.compare import METHODS
+from .frontend import COLORMAPS, SEQUENTIAL_COLORMAPS
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 OUTPUTS = ("probability", "logit")

@@ -1,6 +1,6 @@
 """A standalone interactive report: one self-contained HTML file of a widget's maps.
 
-:func:`write_report` inlines the widget's ES module (:func:`~occlusion_widget._frontend.build_esm`),
+:func:`write_report` inlines the widget's ES module (:func:`~occlusion_widget.widget.frontend.build_esm`),
 its CSS, ``js/standalone.js`` (a small model shim that plays the kernel's part from saved
 state) and the data. The page makes no request to any server: it opens from a file, offline.
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ._frontend import build_esm, load_css, result_state, static_dir
-from .engine.result import OcclusionResult
+from ..engine.result import OcclusionResult
+from .frontend import build_esm, load_css, result_state, static_dir
 
 #: Synced traits the report leaves out: ipywidgets' layout plumbing.
 _SKIP = {"layout", "tabbable", "tooltip"}

@@ -31,8 +31,8 @@ import threading
 import weakref
 from typing import Any, Protocol
 
-from .engine.result import OcclusionResult
-from .methods import AttributionResult
+from ..engine.result import OcclusionResult
+from ..methods import AttributionResult
 from .runner import LatestRunner
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Snapshot:
 
     def png(self, result: OcclusionResult | AttributionResult | None = None) -> bytes | None:
         """PNG of the finished maps (None while nothing is finished)."""
-        from .render import figure_png
+        from ..render import figure_png
 
         result = result or self._owner.result
         if result is None or not result.complete:
@@ -167,7 +167,7 @@ class Snapshot:
 
 # --- headless runs: wait at the end of each cell ---------------------------------------------
 
-_DISPLAYED: "weakref.WeakSet[Snapshot]" = weakref.WeakSet()
+_DISPLAYED: weakref.WeakSet[Snapshot] = weakref.WeakSet()
 _HOOKED: list[Any] = []  # the shells whose post_run_cell we listen to
 
 
@@ -227,4 +227,4 @@ def _post_run_cell(_result: Any = None) -> None:
         snapshot.settle()
 
 
-__all__ = ["Owner", "Snapshot", "STYLE", "WAIT_ENV", "is_headless", "wait_mode"]
+__all__ = ["STYLE", "WAIT_ENV", "Owner", "Snapshot", "is_headless", "wait_mode"]

@@ -1,6 +1,6 @@
 """Mask preview: the scores with one mask at a given position (about one forward pass).
 
-The widget runs previews on their own thread (a :class:`~occlusion_widget.runner.LatestRunner`)
+The widget runs previews on their own thread (a :class:`~occlusion_widget.widget.runner.LatestRunner`)
 while a sweep runs on another. Two things are shared between the threads:
 
 * forward hooks belong to a module, not a thread, but the engine's layer hook
@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 import torch
 
-from .engine.grid import resolve_pair
-from .engine.incremental import TRACE_LOCK  # see the module docstring
-from .engine.inputs import resolve_device, resolve_fill, score_function
-from .runner import Source, freeze
+from ..engine.grid import resolve_pair
+from ..engine.incremental import TRACE_LOCK  # see the module docstring
+from ..engine.inputs import resolve_device, resolve_fill, score_function
+from .runner import PreparedInput, freeze
 
 
 def mask_box(cy: float, cx: float, mask: tuple[int, int], shape: tuple[int, int], clipping: bool) -> tuple[int, int, int, int]:
@@ -77,7 +77,7 @@ class PreviewEngine:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def compute(self, source: Source, seq: int, cy: float, cx: float, params: dict, k: int = 5) -> Preview:
+    def compute(self, source: PreparedInput, seq: int, cy: float, cx: float, params: dict, k: int = 5) -> Preview:
         """Scores with the mask centred at pixel (cy, cx); ``params`` are the
         sweep's engine parameters (``targets`` or ``top_k`` pick the classes
         whose scores come back in ``Preview.targets``)."""
@@ -118,7 +118,7 @@ class PreviewEngine:
         targets = params.get("targets")
         if targets is None:
             targets = base.topk(min(int(params.get("top_k") or 1), base.numel())).indices.tolist()
-        top = lambda s: [(int(i), float(s[i])) for i in s.topk(kk).indices]  # noqa: E731
+        top = lambda s: [(int(i), float(s[i])) for i in s.topk(kk).indices]
         return Preview(
             seq=seq, box=box, base=top(base), occluded=top(after),
             targets=[(int(t), float(base[t]), float(after[t])) for t in targets if 0 <= t < base.numel()],

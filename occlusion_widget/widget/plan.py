@@ -1,31 +1,39 @@
-"""What the widget computes and shows, as data: a :class:`Plan` of :class:`MapSpec`
+"""What the widget computes and shows, as data: a :class:`ComputePlan` of :class:`MapRequest`
 pieces, the functions that compute one piece (:func:`compute_map`,
 :func:`compute_curve`, :func:`conv_layers`), and the view states the
 controller publishes (:class:`CompareState`, :class:`LayerState`).
-No threads here: :class:`~occlusion_widget.worker.Controller` runs the pieces.
+No threads here: :class:`~occlusion_widget.widget.controller.Controller` runs the pieces.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Union
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from .engine import occlusion_sensitivity
-from .engine.grid import MaskGrid, lattice_steps, resolve_pair
-from .engine.inputs import resolve_device
-from .engine.result import OcclusionResult
-from .methods import (
-    AttributionResult, Cancelled, Comparison, FaithfulnessCurve, FaithfulnessTable, LayerActivations,
-    default_layer, deletion_insertion, grad_cam, saliency, smoothgrad, spatial_layers,
+from ..engine import occlusion_sensitivity
+from ..engine.grid import MaskGrid, lattice_steps, resolve_pair
+from ..engine.inputs import resolve_device
+from ..engine.result import MapResult
+from ..methods import (
+    Cancelled,
+    Comparison,
+    FaithfulnessCurve,
+    FaithfulnessTable,
+    LayerActivations,
+    default_layer,
+    deletion_insertion,
+    grad_cam,
+    saliency,
+    smoothgrad,
+    spatial_layers,
 )
-from .methods.common import map_for
-from .runner import ResultCache, Source, freeze
-
-MapResult = Union[OcclusionResult, AttributionResult]
+from ..methods.common import map_for
+from .runner import PreparedInput, ResultCache, freeze
 
 #: Bounds of the batch size the widget picks on CPU when the user gives none
 #: (see :func:`responsive_batch`).
@@ -58,7 +66,7 @@ def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
 
 
 @dataclass(frozen=True)
-class MapSpec:
+class MapRequest:
     """One method's maps for all targets.
 
     ``params`` are the method function's keyword arguments (``targets`` or
@@ -72,7 +80,7 @@ class MapSpec:
     upsampling: str = "bicubic"
     error: str | None = None
 
-    def key(self, source: Source) -> Hashable:
+    def key(self, source: PreparedInput) -> Hashable:
         return source.key("map", self.method, freeze(self.params), self.error)
 
     def shown(self, result: MapResult) -> MapResult:
@@ -83,20 +91,20 @@ class MapSpec:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ComputePlan:
     """Everything the widget shows now. Pieces are computed in this order: the
     main map, the layer list and activations, the other methods' maps, then
     the faithfulness curves of the compare view's class."""
 
-    source: Source
-    main: MapSpec
-    compare: tuple[MapSpec, ...] = ()  # the compare view's methods (display order); () when it is closed
+    source: PreparedInput
+    main: MapRequest
+    compare: tuple[MapRequest, ...] = ()  # the compare view's methods (display order); () when it is closed
     selected: int = 0  # the class tab: the compare view explains targets[selected]
     curve_params: dict = field(default_factory=dict, hash=False)  # deletion_insertion keyword arguments
     layer_list: bool = False  # the layer names (Grad-CAM's and the layer view's dropdowns)
     activations: dict | None = field(default=None, hash=False)  # layer_activations keyword arguments; None: no layer view
 
-    def map_specs(self) -> list[MapSpec]:
+    def map_specs(self) -> list[MapRequest]:
         specs, keys = [], set()
         for spec in (self.main, *self.compare):
             if spec.key(self.source) not in keys:
@@ -112,7 +120,7 @@ class Plan:
                 return int(result.targets[min(max(self.selected, 0), len(result.targets) - 1)])
         return None
 
-    def curve_key(self, spec: MapSpec, target: int) -> Hashable:
+    def curve_key(self, spec: MapRequest, target: int) -> Hashable:
         return self.source.key("curve", spec.key(self.source), spec.upsampling, target, freeze(self.curve_params))
 
     def pieces(self, cache: ResultCache) -> list[Piece]:
@@ -138,7 +146,7 @@ class Piece:
     spec: Any = None
 
 
-def compute_map(source: Source, spec: MapSpec, progress: Callable, cancel: threading.Event) -> MapResult | None:
+def compute_map(source: PreparedInput, spec: MapRequest, progress: Callable, cancel: threading.Event) -> MapResult | None:
     """One method's maps (None when cancelled): the engine or :mod:`occlusion_widget.methods`."""
     if spec.error:
         raise ValueError(spec.error)
@@ -156,7 +164,7 @@ def compute_map(source: Source, spec: MapSpec, progress: Callable, cancel: threa
         return None
 
 
-def compute_curve(source: Source, result: MapResult, target: int, params: dict,
+def compute_curve(source: PreparedInput, result: MapResult, target: int, params: dict,
                   cancel: threading.Event) -> FaithfulnessCurve | None:
     """Deletion and insertion curves of ``result``'s map for ``target`` (None when cancelled)."""
     if result.maps.shape[-2:] != tuple(source.x.shape[1:]):
@@ -175,7 +183,7 @@ class LayerList:
     default: str
 
 
-def conv_layers(source: Source) -> LayerList:
+def conv_layers(source: PreparedInput) -> LayerList:
     """The convolutions among :func:`spatial_layers`, and the default layer (Grad-CAM's)."""
     default = default_layer(source.classifier, source.x)
     modules = dict(source.classifier.module.named_modules())
@@ -229,6 +237,16 @@ class LayerState:
 
 
 __all__ = [
-    "CPU_BATCH_RANGE", "CompareState", "LayerList", "LayerState", "MapResult", "MapSpec", "Panel", "Piece", "Plan",
-    "compute_curve", "compute_map", "conv_layers", "responsive_batch",
+    "CPU_BATCH_RANGE",
+    "CompareState",
+    "ComputePlan",
+    "LayerList",
+    "LayerState",
+    "MapRequest",
+    "Panel",
+    "Piece",
+    "compute_curve",
+    "compute_map",
+    "conv_layers",
+    "responsive_batch",
 ]
