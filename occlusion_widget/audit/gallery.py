@@ -127,10 +127,10 @@ def numeric_columns(table: pd.DataFrame) -> list[str]:
         col = table[c]
         if c == "correct":
             continue  # has its own filter
-        if pd.api.types.is_bool_dtype(col) or (col.dtype == object and col.dropna().map(type).eq(bool).all()
-                                               and col.notna().any()):
-            out.append(c)
-        elif pd.api.types.is_numeric_dtype(col) and col.notna().any():
+        if not col.notna().any():
+            continue  # e.g. deletion_auc when not computed, pointing_hit without annotations
+        values = col.dropna()
+        if pd.api.types.is_numeric_dtype(col) or values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
             out.append(c)
     return sorted(out, key=lambda c: (c != "confidence", list(table.columns).index(c)))
 
@@ -260,7 +260,7 @@ class AuditWidget(ipywidgets.VBox):
     """An audit as a gallery of thumbnails; click one to explore it in an ``OcclusionWidget``.
 
     ``w.gallery`` is the browser part (sort, filter, tabs; its traits are mirrored here: ``w.sort_by =
-    "confidence"`` works), ``w.detail`` holds the opened widget, ``w.open(i)`` opens row ``i`` from
+    "confidence"`` works), ``w.detail`` holds the opened widget, ``w.open_image(i)`` opens row ``i`` from
     Python and returns its ``OcclusionWidget`` (``w.opened_widget``).
 
     Parameters
@@ -281,17 +281,9 @@ class AuditWidget(ipywidgets.VBox):
         Passed to the ``OcclusionWidget`` an opened image gets, over the audit's own parameters.
     """
 
-    opened = t.Int(None, allow_none=True)
+    #: The gallery's view traits, readable and settable here too (validated by the gallery).
     _MIRRORED = ("sort_by", "descending", "filter_class", "filter_correct", "filter_metric", "filter_min",
                  "filter_max", "opened", "tab")
-    sort_by = t.Unicode("")
-    descending = t.Bool(False)
-    filter_class = t.Unicode("")
-    filter_correct = t.Enum(CORRECT, "all")
-    filter_metric = t.Unicode("")
-    filter_min = t.Float(None, allow_none=True)
-    filter_max = t.Float(None, allow_none=True)
-    tab = t.Enum(("gallery", "summary"), "gallery")
 
     def __init__(self, audit: Any, model: Any = None, *, thumb_size: int = 96, opacity: float = 0.6,
                  colormap: str | None = None, means_by: str = "target", **widget_params: Any):
@@ -343,8 +335,6 @@ class AuditWidget(ipywidgets.VBox):
         )
         self.detail = ipywidgets.VBox()
         super().__init__(children=(self.gallery, self.detail))
-        for name in self._MIRRORED:
-            t.link((self.gallery, name), (self, name))
         self.gallery.observe(self._on_opened, names="opened")
 
     # --- opening an image ---------------------------------------------------------------------------------------
@@ -372,7 +362,7 @@ class AuditWidget(ipywidgets.VBox):
         kwargs.update(self.widget_params)
         return image, kwargs
 
-    def open(self, i: int) -> Any:
+    def open_image(self, i: int) -> Any:
         """Open row ``i`` in an ``OcclusionWidget`` (shown below the gallery) and return it.
 
         The widget explains the row's target with the audit's method and parameters, so its map is the
@@ -380,8 +370,10 @@ class AuditWidget(ipywidgets.VBox):
         """
         n = len(self.audit.table)
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
-            raise IndexError(f"open({i!r}): use a row index 0..{n - 1}")
-        self.opened = int(i)  # -> _on_opened via the link
+            raise IndexError(f"open_image({i!r}): use a row index 0..{n - 1}")
+        if self.gallery.opened == i:  # opened again: a fresh widget
+            self.gallery.opened = None
+        self.gallery.opened = int(i)  # -> _on_opened
         if self.gallery.error:
             raise RuntimeError(self.gallery.error)
         return self.opened_widget
@@ -423,3 +415,17 @@ class AuditWidget(ipywidgets.VBox):
         self.gallery.close()
         self.detail.close()
         super().close()
+
+
+def _mirror(name: str) -> property:
+    def get(self: AuditWidget) -> Any:
+        return getattr(self.gallery, name)
+
+    def set_(self: AuditWidget, value: Any) -> None:
+        setattr(self.gallery, name, value)
+
+    return property(get, set_, doc=f"The gallery's ``{name}`` (see :class:`AuditGallery`).")
+
+
+for _name in AuditWidget._MIRRORED:
+    setattr(AuditWidget, _name, _mirror(_name))
