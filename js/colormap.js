@@ -98,9 +98,9 @@ export function unitScale(values, out) {
  * @param {number} limit
  * @param {Uint8Array} lut
  * @param {number} opacity  0..1
- * @param {Uint8ClampedArray} [out]  reused when its length fits
+ * @param {Uint8ClampedArray<ArrayBuffer>} [out]  reused when its length fits
  * @param {boolean} [signed]
- * @returns {Uint8ClampedArray}
+ * @returns {Uint8ClampedArray<ArrayBuffer>}
  */
 export function paintRGBA(values, limit, lut, opacity, out, signed = true) {
   const rgba = out && out.length === values.length * 4 ? out : new Uint8ClampedArray(values.length * 4);

@@ -221,8 +221,7 @@ export function buildControls(model, container, hooks) {
     sync,
     // Without a kernel nothing can be recomputed: the parameter groups are disabled (display stays).
     setKernel: (alive) => {
-      groups.occlusion.disabled = !alive;
-      groups.gradients.disabled = !alive;
+      for (const group of Object.values(groups)) /** @type {HTMLFieldSetElement} */ (group).disabled = !alive;
     },
     dispose: () => {
       for (const name of names) model.off(`change:${name}`, sync);

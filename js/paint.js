@@ -8,12 +8,13 @@ import { figureLayout } from "./geometry.js";
 /**
  * Decode PNG bytes into something drawImage accepts.
  * @param {any} value  a Bytes trait
- * @returns {Promise<CanvasImageSource | null>}
+ * @returns {Promise<ImageBitmap | HTMLImageElement | null>}
  */
 export async function decodePNG(value) {
   const bytes = toBytes(value);
   if (bytes.byteLength === 0) return null;
-  const blob = new Blob([bytes], { type: "image/png" });
+  // Trait bytes are never shared memory, which is all that Blob refuses.
+  const blob = new Blob([/** @type {Uint8Array<ArrayBuffer>} */ (bytes)], { type: "image/png" });
   if (typeof createImageBitmap === "function") return createImageBitmap(blob);
   const url = URL.createObjectURL(blob);
   try {
@@ -42,7 +43,7 @@ export async function decodePNG(value) {
 export class MapPainter {
   constructor() {
     this.heat = document.createElement("canvas");
-    /** @type {Uint8ClampedArray | undefined} */
+    /** @type {Uint8ClampedArray<ArrayBuffer> | undefined} */
     this.rgba = undefined;
   }
 

@@ -5,7 +5,7 @@
 /** uint16 code of a NaN in quantised float payloads. */
 const NAN_CODE = 65535;
 
-/** @param {string} text base64 @returns {Uint8Array} */
+/** @param {string} text base64 @returns {Uint8Array<ArrayBuffer>} */
 function base64Bytes(text) {
   const binary = atob(text);
   const out = new Uint8Array(binary.length);
@@ -13,7 +13,7 @@ function base64Bytes(text) {
   return out;
 }
 
-/** zlib-wrapped deflate ("deflate" in the Compression Streams API). @param {Uint8Array} bytes */
+/** zlib-wrapped deflate ("deflate" in the Compression Streams API). @param {Uint8Array<ArrayBuffer>} bytes */
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
@@ -134,8 +134,9 @@ export class StandaloneModel {
 
   on(events, fn) {
     for (const event of String(events).split(/\s+/).filter(Boolean)) {
-      if (!this.listeners.has(event)) this.listeners.set(event, new Set());
-      this.listeners.get(event).add(fn);
+      const set = this.listeners.get(event) ?? new Set();
+      set.add(fn);
+      this.listeners.set(event, set);
     }
   }
 
@@ -158,11 +159,12 @@ export class StandaloneModel {
 /**
  * Decode the page's data, import the widget's module (a blob URL, as anywidget does) and render it.
  * @param {HTMLElement} dataElement the JSON script element written by report.py
- * @param {HTMLElement} el where the widget goes
+ * @param {HTMLElement & {owModel?: StandaloneModel}} el where the widget goes
  */
 export async function boot(dataElement, el) {
   try {
     const data = JSON.parse(dataElement.textContent);
+    /** @type {Record<string, Record<string, any>>} */
     const methods = {};
     for (const [method, state] of Object.entries(data.methods)) methods[method] = await decodeValue(state);
     const model = new StandaloneModel(await decodeValue(data.state), methods, data.preview);

@@ -24,8 +24,8 @@ class OcclusionView {
   constructor(model, el) {
     this.model = model;
     this.ui = buildLayout(el);
-    /** @type {CanvasImageSource | null} */ this.image = null;
-    /** @type {CanvasImageSource | null} */ this.fill = null;
+    /** @type {ImageBitmap | HTMLImageElement | null} */ this.image = null;
+    /** @type {ImageBitmap | HTMLImageElement | null} */ this.fill = null;
     /** @type {[number, number]} */ this.shape = [224, 224];
     this.maps = null;
     this.painter = new MapPainter();
@@ -197,7 +197,7 @@ class OcclusionView {
     const values = maps ? classValues(maps, this.selected) : null;
     const limit = values ? symmetricLimit(values) : 1;
     const smooth = this.model.get("resolved_params")?.upsampling !== "nearest" && !!maps && maps.width === this.shape[1];
-    const layer = maps && { values, height: maps.height, width: maps.width, limit, signed, lut, opacity: this.model.get("opacity"), smooth };
+    const layer = maps && values && { values, height: maps.height, width: maps.width, limit, signed, lut, opacity: this.model.get("opacity"), smooth };
     this.painter.paint(canvas, this.image, layer);
     canvas.dataset.version = String(maps ? maps.version : 0);
     canvas.dataset.method = method;
@@ -248,7 +248,7 @@ class OcclusionView {
     this.ui.status.textContent = text[status] ?? status;
     this.ui.status.className = `ow-status ow-status-${status}`;
     this.ui.progress.style.width = `${(status === "running" ? progress : status === "done" ? 1 : progress) * 100}%`;
-    this.ui.progress.parentElement.classList.toggle("ow-progress-idle", status !== "running");
+    this.ui.progress.parentElement?.classList.toggle("ow-progress-idle", status !== "running");
     // The header's Stop also stops the compare and layer views' work.
     const views = [m.get("comparison_data")?.status, m.get("layer_data")?.status];
     this.ui.stop.hidden = status !== "running" && !views.includes("running");
