@@ -146,6 +146,9 @@ class Audit:
         t = self.table
         if t["energy_inside"].isna().all():
             raise ValueError("right_for_wrong_reasons() needs annotations: pass audit(..., annotations=...)")
+        if t["correct"].isna().all():
+            raise ValueError("right_for_wrong_reasons() needs true labels: audit an ImageFolder or a dataset of "
+                             "(image, label)")
         ok = t[(t["correct"] == True) & t["energy_inside"].notna()]  # noqa: E712
         return ok.sort_values("energy_inside", kind="stable").head(int(n))
 
