@@ -2,6 +2,7 @@
 
 from .engine import (
     ImportantRegion,
+    MapResult,
     OcclusionParams,
     OcclusionResult,
     drilldown_sensitivity,
@@ -14,10 +15,12 @@ from .methods import (
     deletion_insertion,
     faithfulness_table,
     grad_cam,
+    integrated_gradients,
     layer_activations,
     saliency,
     smoothgrad,
 )
+from . import render  # noqa: E402,F401  registers a result's Jupyter figure (the engine imports no render)
 from .models import ImageClassifier, from_torchvision, imagenet_labels, load_default_model, sample_image
 from .widget import OcclusionWidget
 
@@ -27,6 +30,7 @@ __all__ = [
     "AttributionResult",
     "ImageClassifier",
     "ImportantRegion",
+    "MapResult",
     "OcclusionParams",
     "OcclusionWidget",
     "OcclusionResult",
@@ -36,6 +40,7 @@ __all__ = [
     "deletion_insertion",
     "faithfulness_table",
     "grad_cam",
+    "integrated_gradients",
     "layer_activations",
     "saliency",
     "smoothgrad",

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from ..models import ImageClassifier, as_classifier
-from .grid import MaskGrid, resolve_pair
+from .classifier import ImageClassifier, as_classifier
+from .grid import MaskGrid, resolve_sizes
 from .inputs import prepare_input
 from .result import OcclusionResult, upsample
 from .sweep import occlusion_sensitivity
@@ -79,8 +79,7 @@ def drilldown_sensitivity(
     if is_signal:
         raise ValueError("image: drill-down works on images (C, H, W), not 1-D signals")
     spatial = tuple(x.shape[1:])
-    mask = resolve_pair(engine_params.pop("mask_size", "auto"), "mask_size", spatial, 0.2)
-    stride = resolve_pair(engine_params.pop("stride", "auto"), "stride", spatial, 0.1)
+    mask, stride = resolve_sizes(spatial, engine_params.pop("mask_size", "auto"), engine_params.pop("stride", "auto"))
     clipping = engine_params.get("mask_clipping", True)
     fine = MaskGrid.build(spatial, mask, stride, bool(clipping))
     coarse_stride = (stride[0] * coarse_factor, stride[1] * coarse_factor)

@@ -6,8 +6,9 @@ Everything works on a 2-D spatial shape ``(H, W)``; a 1-D signal of length
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -15,6 +16,11 @@ import numpy as np
 #: first, then every 2nd, then the rest. Large grids start coarser still.
 COARSE_TO_FINE_STEPS = (4, 2, 1)
 EXTRA_COARSE_STEPS = (16, 8)
+#: ``mask_size="auto"`` / ``stride="auto"``: these fractions of the input along each
+#: axis (MATLAB's ``occlusionSensitivity`` rule). :func:`resolve_sizes` is the one place
+#: they are applied.
+AUTO_MASK_FRACTION = 0.2
+AUTO_STRIDE_FRACTION = 0.1
 
 
 def lattice_steps(shape: tuple[int, int]) -> tuple[int, ...]:
@@ -54,6 +60,90 @@ def resolve_pair(
     if min(pair) <= 0:
         raise ValueError(f"{name}={value!r} must be positive (>= 1) along each axis")
     return pair  # type: ignore[return-value]
+
+
+def resolve_sizes(
+    shape: tuple[int, int], mask_size: object = "auto", stride: object = "auto"
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The mask size and stride a sweep of an input of ``shape`` uses: THE "auto" rule.
+
+    Parameters
+    ----------
+    shape : (H, W)
+        The input's spatial size; ``(1, L)`` for a 1-D signal.
+    mask_size : "auto", int or (h, w)
+        ``"auto"`` is 20% of the input along each axis (:data:`AUTO_MASK_FRACTION`),
+        rounded, at least 1.
+    stride : "auto", int or (a, b)
+        ``"auto"`` is 10% of the input along each axis (:data:`AUTO_STRIDE_FRACTION`).
+
+    Returns
+    -------
+    mask : (h, w) ints
+    stride : (a, b) ints
+        Axes of length 1 always resolve to 1.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A value that is not "auto", a positive int or a pair of them, or a mask
+        larger than the input.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    mask = resolve_pair(mask_size, "mask_size", shape, AUTO_MASK_FRACTION)
+    step = resolve_pair(stride, "stride", shape, AUTO_STRIDE_FRACTION)
+    _check_fits(mask, shape)
+    return mask, step
+
+
+def _check_fits(mask: tuple[int, int], shape: tuple[int, int]) -> None:
+    for m, n in zip(mask, shape):
+        if m > n:
+            raise ValueError(
+                f"mask_size={tuple(mask)} is larger than the input {tuple(shape)}; allowed: 1..{n} along that axis"
+            )
+
+
+def mask_box(
+    center_yx: tuple[float, float], mask_size: tuple[int, int], shape: tuple[int, int], clipping: bool = True
+) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)``, end exclusive: the box of a mask centred at pixel ``center_yx``.
+
+    The same rule as the sweep's grid (:func:`axis_spans`): the mask starts at
+    ``round(c) - m // 2`` (halves round up, like JavaScript's ``Math.round``). With
+    ``clipping`` the box is cut to the image (smaller at the edges); without, it
+    is moved inside, always full size. A centre outside the image is first moved
+    to the nearest pixel, so the box is never empty or inverted; a mask larger
+    than the image is cut to it. Mirrored by ``maskBox`` in ``js/geometry.js``.
+
+    Parameters
+    ----------
+    center_yx : (y, x) floats
+        The centre in input pixels, e.g. from :func:`worst_position`.
+    mask_size : (h, w) positive ints
+        From :func:`resolve_sizes`.
+    shape : (H, W)
+        The input's spatial size.
+    clipping : bool
+        As the sweep's ``mask_clipping``.
+    """
+    if len(center_yx) != 2 or not all(isinstance(c, Real) and math.isfinite(c) for c in center_yx):
+        raise ValueError(f"center_yx={tuple(center_yx)!r} is not allowed; use finite pixel coordinates (y, x)")
+    if len(mask_size) != 2 or not all(isinstance(m, Integral) and not isinstance(m, bool) and m >= 1 for m in mask_size):
+        raise ValueError(f"mask_size={tuple(mask_size)!r} is not allowed; use positive ints (h, w)")
+    out = []
+    for c, m, n in zip(center_yx, mask_size, shape):
+        n = int(n)
+        c = min(max(float(c), 0.0), n - 1.0)
+        m = min(int(m), n)
+        start = math.floor(c + 0.5) - m // 2
+        if clipping:
+            out.append((max(start, 0), min(start + m, n)))
+        else:
+            start = min(max(start, 0), n - m)
+            out.append((start, start + m))
+    (y0, y1), (x0, x1) = out
+    return y0, x0, y1, x1
 
 
 def axis_spans(length: int, mask: int, stride: int, clipping: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -101,12 +191,7 @@ class MaskGrid:
         stride: tuple[int, int],
         clipping: bool,
     ) -> "MaskGrid":
-        for m, n in zip(mask_size, spatial_shape):
-            if m > n:
-                raise ValueError(
-                    f"mask_size={tuple(mask_size)} is larger than the input {tuple(spatial_shape)}; "
-                    f"allowed: 1..{n} along that axis"
-                )
+        _check_fits(tuple(mask_size), tuple(spatial_shape))  # type: ignore[arg-type]
         (y0, y1), (x0, x1) = (
             axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride)
         )

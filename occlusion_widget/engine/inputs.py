@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import ImageClassifier
+from .classifier import ImageClassifier
 
 OUTPUTS = ("probability", "logit")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import torch
@@ -49,54 +49,176 @@ class ImportantRegion:
     """The input (C, H, W) with that region occluded, as the network saw it."""
 
 
-class MapResult:
-    """What every map result (occlusion or gradient) shares, beyond its field names."""
+#: Upsampling methods for low-resolution maps of any method: the sweep's, plus "bilinear"
+#: (what Grad-CAM implementations use; cv2 INTER_LINEAR = torch align_corners=False).
+MAP_UPSAMPLING = ("bilinear",) + UPSAMPLING
 
+# Draws a result as PNG bytes for Jupyter. The engine draws nothing itself (it imports nothing
+# above it); occlusion_widget.render registers its figure here when the package is imported.
+_png_renderer: Callable[["MapResult"], bytes] | None = None
+
+
+def set_png_renderer(renderer: Callable[["MapResult"], bytes] | None) -> None:
+    """Make ``renderer(result) -> PNG bytes`` the figure a result shows in Jupyter (``_repr_png_``).
+
+    :mod:`occlusion_widget.render` registers :func:`~occlusion_widget.render.figure_png` on
+    import (``import occlusion_widget`` does it); None turns the figure off (the text repr shows).
+    """
+    global _png_renderer
+    if renderer is not None and not callable(renderer):
+        raise TypeError(f"renderer={renderer!r} is not allowed; use a callable renderer(result) -> bytes, or None")
+    _png_renderer = renderer
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapResult:
+    """The result of every attribution method: one map per target, with what it cost.
+
+    Every method (occlusion, Grad-CAM, saliency, SmoothGrad, Integrated Gradients)
+    returns this type; :class:`OcclusionResult` adds the mask positions. The
+    fields are keyword-only.
+
+    Attributes
+    ----------
+    method : str
+        The method's registry name (``"occlusion"``, ``"grad_cam"``, ``"saliency"``,
+        ``"smoothgrad"``, ``"integrated_gradients"``).
+    grid : float32 (K, h, w)
+        The raw map at the method's own resolution: per mask position for
+        occlusion, the layer's (h, w) for Grad-CAM, (K, H, W) for the pixel-level
+        gradient methods. (K, l) for a 1-D signal.
+    maps : float32 (K, H, W)
+        ``grid`` at the input size (``params.upsampling``). (K, L) for a 1-D signal.
+    base_scores : float32 (K,)
+        Each target's score (``params.output``) on the unchanged input.
+    targets : int64 (K,)
+        The explained output indices, in map order.
+    labels : list of str or None
+        Their names (None when the model has no labels).
+    params : dataclass
+        What the method's parameters resolved to (:class:`OcclusionParams`, or the
+        gradient methods' ``AttributionParams``); every one has ``output``,
+        ``upsampling`` and ``device``.
+    image : float32 (C, H, W)
+        The input as the network saw it; (C, L) for a 1-D signal.
+    complete : bool
+        False for a partial result: one passed to ``progress`` while the method
+        runs, or one returned after ``cancel`` was set (see *Cancellation*).
+    n_forward : int
+        Forward passes run (a batch counts once).
+    elapsed_s : float
+        Wall time of the call, in seconds.
+    extra : dict
+        Method-specific arrays, e.g. Grad-CAM's ``weights`` (K, C'), SmoothGrad's
+        ``mean_gradient`` (K, C, H, W), Integrated Gradients' ``attributions``.
+
+    Cancellation
+    ------------
+    Every method takes ``cancel`` (a ``threading.Event``), checks it between
+    batches, and when it is set *returns* its result so far with
+    ``complete=False`` (it never raises for a cancel). What a partial result
+    holds: occlusion, the positions swept (``computed``; ``grid`` filled from
+    the finest complete coarse lattice); SmoothGrad, the mean over the noisy
+    copies done; saliency, the targets done; Grad-CAM and Integrated Gradients,
+    which have no meaningful partial map, nothing. Whatever is not known is NaN
+    in ``grid`` and ``maps``: a partial result never passes NaN, zeros or a
+    partial integral off as a finished map, so callers show or keep only
+    ``complete`` results (``if not result.complete: ...``).
+    """
+
+    method: str
+    grid: np.ndarray
+    maps: np.ndarray
+    base_scores: np.ndarray
+    targets: np.ndarray
+    labels: list[str] | None
+    params: Any
     image: np.ndarray
+    complete: bool = True
+    n_forward: int = 0
+    elapsed_s: float = 0.0
+    extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "incomplete"
+        return (f"{type(self).__name__}(method={self.method!r}, targets={self.targets.tolist()}, "
+                f"labels={self.labels}, grid={self.grid.shape}, maps={self.maps.shape}, {state})")
 
     @property
     def is_signal(self) -> bool:
         """True for a 1-D input (C, L)."""
         return self.image.ndim == 2
 
-    def _repr_png_(self) -> bytes:
-        """In Jupyter a result shows as its figure (:func:`occlusion_widget.render.figure`)."""
-        from ..render import figure_png
+    def _repr_png_(self) -> bytes | None:
+        """In Jupyter a result shows as its figure (the renderer :func:`set_png_renderer` registered)."""
+        return None if _png_renderer is None else _png_renderer(self)
 
-        return figure_png(self)
+    def map_of(self, target: int) -> np.ndarray:
+        """The map (H, W) of output index ``target`` (a value of ``targets``, not a position in it)."""
+        hits = np.flatnonzero(np.asarray(self.targets) == int(target))
+        if hits.size == 0:
+            raise ValueError(f"target {target} is not among the result's targets {np.asarray(self.targets).tolist()}")
+        return np.asarray(self.maps)[int(hits[0])]
+
+    def with_upsampling(self, upsampling: str) -> "MapResult":
+        """The same result with ``maps`` made from ``grid`` by another method (one of :data:`MAP_UPSAMPLING`)."""
+        if self.is_signal:
+            maps = upsample_maps(self.grid[:, None], (1, self.image.shape[-1]), upsampling)[:, 0]
+        else:
+            maps = upsample_maps(self.grid, self.image.shape[-2:], upsampling)
+        return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))
+
+    def worst_position(self, k: int = 0) -> tuple[int, int]:
+        """Where target ``k``'s map peaks, as a pixel (y, x) of the input ((0, x) for a 1-D signal).
+
+        For a gradient map, its largest value. :class:`OcclusionResult` gives the
+        centre of the mask position whose occlusion lowers the score most.
+
+        Raises
+        ------
+        ValueError
+            ``k`` out of range, or no finite value in the map yet.
+        """
+        _check_k(k, len(self.targets))
+        m = np.asarray(self.maps[k])
+        if not np.isfinite(m).any():
+            raise ValueError(f"worst_position: the map of target {k} has no finite value yet (nothing computed)")
+        flat = int(np.nanargmax(m))
+        if m.ndim == 1:
+            return 0, flat
+        y, x = np.unravel_index(flat, m.shape)
+        return int(y), int(x)
 
 
-@dataclass(frozen=True)
+def _check_k(k: object, n: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 0 <= k < n:
+        raise ValueError(f"k={k!r} is out of range; allowed: 0..{n - 1} (an index into targets)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class OcclusionResult(MapResult):
-    """Occlusion sensitivity for K targets.
+    """Occlusion sensitivity for K targets: a :class:`MapResult` plus the mask positions.
 
     Attributes
     ----------
+    method : str
+        Always ``"occlusion"``.
     grid : float32 (K, gy, gx)
         Base score minus occluded score at every mask position: positive where
         the region supports the target. (K, gx) for a 1-D signal.
     maps : float32 (K, H, W)
         ``grid`` upsampled to the input size (or ``grid`` itself with
         ``upsampling="none"``). (K, L) for a 1-D signal.
-    base_scores : float32 (K,)
-        Each target's score on the unoccluded input.
-    targets : int64 (K,)
-    labels : list of str or None
+    base_scores, targets, labels, image, complete, n_forward, elapsed_s, extra
+        As in :class:`MapResult`.
+    params : OcclusionParams
     boxes : int64 (gy, gx, 4)
         ``[y0, x0, y1, x1)`` pixel box of each position; (gx, 2) ``[x0, x1)`` for 1-D.
-    params : OcclusionParams
-    image : float32 (C, H, W)
-        The input as the network saw it; (C, L) for 1-D.
     fill : float32 (C, H, W)
         What an occluded pixel is replaced with (the mask value, broadcast).
     computed : bool (gy, gx)
         Positions evaluated. Where False (an incomplete sweep) ``grid`` holds
         the value of the nearest coarse position, or NaN.
-    complete : bool
-        False when the sweep was cancelled.
-    n_forward : int
-        Forward batches run (the unoccluded pass included).
-    elapsed_s : float
     top_ids : int64 (gy, gx, k)
         At every mask position, the indices of the k = min(5, outputs) highest
         scores on the occluded input (scores of the map's kind: probabilities,
@@ -110,26 +232,16 @@ class OcclusionResult(MapResult):
         Their scores.
     """
 
-    method: ClassVar[str] = "occlusion"  # AttributionResult names its gradient method here
-    grid: np.ndarray
-    maps: np.ndarray
-    base_scores: np.ndarray
-    targets: np.ndarray
-    labels: list[str] | None
-    boxes: np.ndarray
+    method: str = "occlusion"
     params: OcclusionParams
-    image: np.ndarray
+    boxes: np.ndarray
     fill: np.ndarray
     computed: np.ndarray
-    complete: bool = True
-    n_forward: int = 0
-    elapsed_s: float = 0.0
     # None only in results built by hand; the engine always fills them.
     top_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
     top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     base_top_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
     base_top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
-    extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"incomplete {int(self.computed.sum())}/{self.computed.size}"
@@ -177,8 +289,9 @@ class OcclusionResult(MapResult):
 
         ``k`` indexes ``targets`` (0 = the first target).
         """
-        if not 0 <= k < len(self.targets):
-            raise ValueError(f"k={k} is out of range; allowed: 0..{len(self.targets) - 1}")
+        _check_k(k, len(self.targets))
+        if not self.computed.any():
+            raise ValueError("most_important: no mask position is computed yet")
         grid = np.where(self.computed, self._grid2d()[k], -np.inf)
         flat = int(np.argmax(grid))
         iy, ix = np.unravel_index(flat, grid.shape)
@@ -197,8 +310,31 @@ class OcclusionResult(MapResult):
             occluded_image=occluded,
         )
 
+    def worst_position(self, k: int = 0) -> tuple[int, int]:
+        """The centre (y, x), in input pixels, of the mask position that lowers target ``k`` most.
+
+        A mask of ``params.mask_size`` centred there (:func:`mask_box`, same
+        clipping) covers exactly the box the sweep used: with clipping the
+        lattice point ``(iy * stride_y, ix * stride_x)``, without it the box's
+        corner plus half the mask. (0, x) for a 1-D signal.
+
+        Raises
+        ------
+        ValueError
+            ``k`` out of range, or no position computed yet.
+        """
+        region = self.most_important(k)
+        p = self.params
+        if self.is_signal:
+            (ix,) = region.index
+            return 0, (ix * p.stride[0] if p.mask_clipping else int(region.box[0]) + p.mask_size[0] // 2)
+        iy, ix = region.index
+        if p.mask_clipping:
+            return iy * p.stride[0], ix * p.stride[1]
+        return int(region.box[0]) + p.mask_size[0] // 2, int(region.box[1]) + p.mask_size[1] // 2
+
     def with_upsampling(self, upsampling: str) -> "OcclusionResult":
-        """The same result with ``maps`` made by another upsampling method."""
+        """The same result with ``maps`` made by another upsampling method (one of :data:`UPSAMPLING`)."""
         maps = upsample(self._grid2d(), self.image.shape[-2:] if not self.is_signal else (1, self.image.shape[-1]), upsampling)
         maps = maps[:, 0, :] if self.is_signal else maps
         return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))
@@ -224,3 +360,31 @@ def upsample(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray
         holes = F.interpolate(torch.from_numpy(nan.astype(np.float32))[None], size=tuple(size), mode="nearest-exact")
         out[holes[0].numpy() > 0.5] = np.nan
     return out
+
+
+def upsample_maps(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """(K, h, w) -> (K, H, W) by ``"bilinear"`` or any of :data:`UPSAMPLING`.
+
+    ``"none"`` needs ``(h, w) == size``: every map must have the input's size.
+    """
+    if method not in MAP_UPSAMPLING:
+        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, MAP_UPSAMPLING))}")
+    size = (int(size[0]), int(size[1]))
+    if grid.shape[-2:] == size:
+        return grid.astype(np.float32, copy=True)
+    if method == "none":
+        raise ValueError(f"upsampling='none': the raw map is {grid.shape[-2:]}, the input {size}; choose 'bilinear'")
+    if method == "bilinear":
+        t = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None]
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
+    return upsample(grid, size, method)
+
+
+def worst_position(result: MapResult, k: int = 0) -> tuple[int, int]:
+    """``result.worst_position(k)``: where target ``k``'s map is worst for the class, in input pixels (y, x).
+
+    For occlusion the centre of the mask position that lowers the score most
+    (a mask centred there covers the sweep's box); for the other methods the
+    map's peak. See :meth:`MapResult.worst_position`.
+    """
+    return result.worst_position(k)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Callable, Sequence
 
@@ -11,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import ImageClassifier, as_classifier
-from .grid import MaskGrid, fill_from_coarse, resolve_pair
+from .classifier import ImageClassifier, as_classifier
+from .grid import MaskGrid, fill_from_coarse, resolve_sizes
 from .incremental import STRATEGIES, make_incremental_score
 from .model_state import check_materialised, prepared_module
 from .inputs import Output, prepare_input, resolve_device, resolve_fill, resolve_targets, score_function
@@ -155,8 +156,7 @@ def occlusion_sensitivity(
 
     x, is_signal = prepare_input(classifier, image)
     spatial = tuple(x.shape[1:])
-    mask_pair = resolve_pair(mask_size, "mask_size", spatial, 0.2)
-    stride_pair = resolve_pair(stride, "stride", spatial, 0.1)
+    mask_pair, stride_pair = resolve_sizes(spatial, mask_size, stride)
     grid = MaskGrid.build(spatial, mask_pair, stride_pair, bool(mask_clipping))
     if positions is not None:
         positions = np.asarray(positions)
@@ -175,14 +175,41 @@ def occlusion_sensitivity(
     # channels_last inputs speed convolutions up 1.3-1.6x on CPU and on tensor cores; the
     # weights keep their format (converting them would mean a copy on every call).
     channels_last = not is_signal and any(isinstance(m, nn.Conv2d) for m in module.modules())
-    return _run(classifier, module, x.to(dev), is_signal, grid, targets, top_k, mask_value, upsampling,
-                output, layer, batch, dev, progress, cancel, channels_last, precision, strategy, positions)
+    job = _Sweep(classifier=classifier, module=module, x=x.to(dev), is_signal=is_signal, grid=grid,
+                 mask_value=mask_value, upsampling=upsampling, output=output, layer=layer, batch=batch, device=dev,
+                 channels_last=channels_last, precision=precision, strategy=strategy, positions=positions)
+    return _run(job, targets, top_k, progress, cancel)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """What :func:`occlusion_sensitivity` resolved, handed to :func:`_run` in one piece."""
+
+    classifier: ImageClassifier
+    module: nn.Module
+    x: torch.Tensor  # (C, H, W) on ``device``; (C, 1, L) for a 1-D signal
+    is_signal: bool
+    grid: MaskGrid
+    mask_value: object
+    upsampling: str
+    output: Output
+    layer: str | None
+    batch: int
+    device: torch.device
+    channels_last: bool
+    precision: str
+    strategy: str
+    positions: np.ndarray | None
 
 
 @torch.inference_mode()
-def _run(classifier, module, x, is_signal, grid, targets, top_k, mask_value, upsampling, output, layer,
-         batch, dev, progress, cancel, channels_last, precision, strategy, positions) -> OcclusionResult:
+def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn | None,
+         cancel: threading.Event | None) -> OcclusionResult:
     start = time.perf_counter()
+    classifier, module, x, is_signal, grid = job.classifier, job.module, job.x, job.is_signal, job.grid
+    mask_value, upsampling, output, layer, batch = job.mask_value, job.upsampling, job.output, job.layer, job.batch
+    dev, channels_last, precision, strategy, positions = (job.device, job.channels_last, job.precision,
+                                                          job.strategy, job.positions)
     network_score, output_name = score_function(module, output, layer, is_signal)
     source = f"the model (through output={output_name})" if callable(output) else "the model"
 

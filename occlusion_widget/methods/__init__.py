@@ -1,21 +1,29 @@
-"""Gradient attribution methods next to occlusion, and faithfulness metrics to compare them.
+"""Gradient attribution methods next to occlusion, the method registry, and faithfulness metrics.
 
-- :func:`saliency`, :func:`smoothgrad`, :func:`grad_cam`: maps (K, H, W) as an
-  :class:`AttributionResult` (the field names of :class:`OcclusionResult`).
+- :func:`saliency`, :func:`smoothgrad`, :func:`grad_cam`, :func:`integrated_gradients`:
+  maps (K, H, W) as a :class:`MapResult` (``AttributionResult`` is the same class).
+- :mod:`.registry`: every method declared once (:data:`registry.METHODS`,
+  :func:`get_method`, :func:`run`, :func:`browser_table`).
 - :func:`deletion_insertion`, :func:`faithfulness_table`: how well a map ranks
   the pixels the network uses (AUC of deletion / insertion curves).
 - :func:`layer_activations`: a layer's channels for one input, strongest first.
-- :func:`compare_methods`: all four maps of one image and class with their AUCs.
+- :func:`compare_methods`: every registered method's map of one image and class with their AUCs.
 
-Cancellation: these functions raise :class:`Cancelled` when ``cancel`` is set.
+Cancellation (the contract of every map method, see :class:`MapResult`): when
+``cancel`` is set the method returns its result so far with ``complete=False``.
+The derived computations (faithfulness curves, :func:`compare_methods`,
+:func:`layer_activations`) have no partial result and raise :class:`Cancelled`.
 """
 
-from .common import AttributionParams, AttributionResult, Cancelled, upsample_maps
+from . import registry
+from .common import AttributionParams, AttributionResult, Cancelled, MapResult, upsample_maps
 from .compare import METHODS, Comparison, compare_methods, comparison_figure
 from .faithfulness import FaithfulnessCurve, FaithfulnessTable, auc, deletion_insertion, faithfulness_table
 from .gradcam import default_layer, grad_cam, spatial_layers
 from .gradients import saliency, smoothgrad
+from .integrated_gradients import IntegratedGradientsParams, integrated_gradients
 from .layers import LayerActivations, layer_activations
+from .registry import MethodParam, MethodSpec, browser_table, get_method, run
 
 __all__ = [
     "METHODS",
@@ -25,15 +33,24 @@ __all__ = [
     "Comparison",
     "FaithfulnessCurve",
     "FaithfulnessTable",
+    "IntegratedGradientsParams",
     "LayerActivations",
+    "MapResult",
+    "MethodParam",
+    "MethodSpec",
     "auc",
+    "browser_table",
     "compare_methods",
     "comparison_figure",
     "default_layer",
     "deletion_insertion",
     "faithfulness_table",
+    "get_method",
     "grad_cam",
+    "integrated_gradients",
     "layer_activations",
+    "registry",
+    "run",
     "saliency",
     "smoothgrad",
     "spatial_layers",

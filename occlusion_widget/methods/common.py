@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..engine.inputs import Output, ScoreFn, prepare_input, resolve_device, score_function
 from ..engine.model_state import check_materialised, prepared_module
-from ..engine.result import UPSAMPLING, MapResult, upsample
-from ..models import ImageClassifier, as_classifier
+from ..engine.classifier import ImageClassifier, as_classifier
+from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps
 
-#: Upsampling methods for low-resolution maps: the engine's, plus "bilinear"
-#: (what Grad-CAM implementations use; cv2 INTER_LINEAR = torch align_corners=False).
-MAP_UPSAMPLING = ("bilinear",) + UPSAMPLING
-
-ProgressFn = Callable[[int, int, Optional["AttributionResult"]], None]
+ProgressFn = Callable[[int, int, Optional[MapResult]], None]
 
 
 class Cancelled(Exception):
@@ -57,82 +52,8 @@ class AttributionParams:
     device: str = "cpu"
 
 
-@dataclass(frozen=True)
-class AttributionResult(MapResult):
-    """An attribution map for K targets, with the field names of :class:`OcclusionResult`.
-
-    Attributes
-    ----------
-    method : str
-        ``"saliency"``, ``"smoothgrad"`` or ``"grad_cam"``.
-    grid : float32 (K, h, w)
-        The raw map at the method's own resolution: (K, H, W) for the gradient
-        methods, the layer's (K, h, w) for Grad-CAM (e.g. (K, 7, 7)).
-        (K, L) for a 1-D signal.
-    maps : float32 (K, H, W)
-        ``grid`` at the input size (upsampled for Grad-CAM). Higher = more
-        important; all three methods give non-negative maps.
-    base_scores : float32 (K,)
-        Each target's score (``params.output``) on the input.
-    targets : int64 (K,)
-    labels : list of str or None
-    params : AttributionParams
-    image : float32 (C, H, W)
-        The input as the network saw it; (C, L) for 1-D.
-    complete : bool
-        Always True for a returned result (cancellation raises :class:`Cancelled`);
-        False only in partial results passed to ``progress``.
-    n_forward : int
-        Forward passes run (a batch counts once).
-    elapsed_s : float
-    extra : dict
-        Method-specific extras, e.g. Grad-CAM's channel ``weights`` (K, C').
-    """
-
-    method: str
-    grid: np.ndarray
-    maps: np.ndarray
-    base_scores: np.ndarray
-    targets: np.ndarray
-    labels: list[str] | None
-    params: AttributionParams
-    image: np.ndarray
-    complete: bool = True
-    n_forward: int = 0
-    elapsed_s: float = 0.0
-    extra: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"AttributionResult(method={self.method!r}, targets={self.targets.tolist()}, labels={self.labels}, "
-            f"grid={self.grid.shape}, maps={self.maps.shape})"
-        )
-
-    def with_upsampling(self, upsampling: str) -> "AttributionResult":
-        """The same result with ``maps`` made from ``grid`` by another method."""
-        if self.is_signal:
-            maps = upsample_maps(self.grid[:, None], (1, self.image.shape[-1]), upsampling)[:, 0]
-        else:
-            maps = upsample_maps(self.grid, self.image.shape[-2:], upsampling)
-        return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))
-
-
-def upsample_maps(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
-    """(K, h, w) -> (K, H, W); ``"bilinear"`` or any of the engine's methods.
-
-    ``"none"`` needs ``(h, w) == size``: every map must have the input's size.
-    """
-    if method not in MAP_UPSAMPLING:
-        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, MAP_UPSAMPLING))}")
-    size = (int(size[0]), int(size[1]))
-    if grid.shape[-2:] == size:
-        return grid.astype(np.float32, copy=True)
-    if method == "none":
-        raise ValueError(f"upsampling='none': the raw map is {grid.shape[-2:]}, the input {size}; choose 'bilinear'")
-    if method == "bilinear":
-        t = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None]
-        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
-    return upsample(grid, size, method)
+#: The gradient methods return the one result type of every method; the old name stays an alias.
+AttributionResult = MapResult
 
 
 def check_callbacks(progress: object, cancel: object) -> None:
