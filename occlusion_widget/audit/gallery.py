@@ -409,11 +409,14 @@ class AuditWidget(ipywidgets.VBox):
         return self.audit.table.iloc[self.gallery.visible_rows(self.audit.table)]
 
     def close(self) -> None:
-        if self.opened_widget is not None:
-            self.opened_widget.close()
+        """Close the gallery and the opened widget (stops its background thread)."""
+        opened = getattr(self, "opened_widget", None)  # also called by __del__ of a half-built widget
+        if opened is not None:
+            opened.close()
             self.opened_widget = None
-        self.gallery.close()
-        self.detail.close()
+        for child in (getattr(self, "gallery", None), getattr(self, "detail", None)):
+            if child is not None:
+                child.close()
         super().close()
 
 
