@@ -3,6 +3,7 @@
 //   widget.js      -> occlusion_widget/static/widget.js      the widget's one ES module (anywidget's _esm)
 //   widget.css     -> occlusion_widget/static/widget.css     its styles (anywidget's _css)
 //   standalone.js  -> occlusion_widget/static/standalone.js  the standalone report's model shim
+//   audit/gallery.js, audit/gallery.css -> occlusion_widget/static/audit/  the audit gallery widget
 //
 // `--outdir DIR` writes elsewhere (the tests bundle into a temporary folder).
 import * as esbuild from "esbuild";
@@ -17,7 +18,8 @@ const outdir = at >= 0 ? path.resolve(args[at + 1]) : path.join(here, "..", "occ
 
 /** @type {import("esbuild").BuildOptions} */
 const options = {
-  entryPoints: ["widget.js", "widget.css", "standalone.js"].map((name) => path.join(here, name)),
+  entryPoints: ["widget.js", "widget.css", "standalone.js", "audit/gallery.js", "audit/gallery.css"].map((name) => path.join(here, name)),
+  outbase: here, // audit/gallery.js -> <outdir>/audit/gallery.js
   outdir,
   bundle: true,
   format: "esm",

@@ -36,17 +36,40 @@ export function colorFor(lut, value, limit) {
 }
 
 /**
- * Half-range of a map's colour scale: the largest |value| (NaN ignored), or
- * 1 when the map is all zero or unknown. Same rule as render.symmetric_limit.
+ * The colour scale's upper limit for a map (its lower limit is -limit when signed, else 0): the largest
+ * |value| (signed) or value (sequential), or that percentile of them so that a few extreme values do not
+ * wash out the rest of the map. NaN and infinities are ignored; 1 when nothing positive is left. Mirrors
+ * Python's `occlusion_widget.render.colour_limit` (numpy's default "linear" percentile).
  * @param {ArrayLike<number>} values
+ * @param {boolean} signed
+ * @param {number | null} [percentile]  in (0, 100]; null, undefined or 100: the maximum
+ * @returns {number}
  */
-export function symmetricLimit(values) {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) {
-    const a = Math.abs(values[i]);
-    if (a > m) m = a; // NaN compares false
+export function colourLimit(values, signed, percentile = null) {
+  if (percentile !== null && percentile !== undefined && !(percentile > 0 && percentile <= 100)) {
+    throw new RangeError(`percentile=${percentile} is not allowed; use null (the full range) or a number in (0, 100]`);
   }
-  return m > 0 ? m : 1;
+  const kept = new Float64Array(values.length);
+  let n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = signed ? Math.abs(values[i]) : values[i];
+    if (Number.isFinite(v)) kept[n++] = v;
+  }
+  if (n === 0) return 1;
+  const sorted = kept.subarray(0, n).sort();
+  let limit;
+  if (percentile === null || percentile === undefined || percentile === 100) limit = sorted[n - 1];
+  else {
+    // numpy: the value at fractional rank p/100 * (n - 1), linear between its two neighbours (interpolated
+    // from the nearer one, as numpy's _lerp does, so that both give the same float).
+    const rank = (percentile / 100) * (n - 1);
+    const lo = Math.floor(rank);
+    const hi = Math.min(lo + 1, n - 1);
+    const t = rank - lo;
+    const diff = sorted[hi] - sorted[lo];
+    limit = t >= 0.5 ? sorted[hi] - diff * (1 - t) : sorted[lo] + diff * t;
+  }
+  return limit > 0 ? limit : 1;
 }
 
 /**

@@ -1,10 +1,10 @@
-// The compare view: the four methods' maps for the current class, small, each with its
+// The compare view: every method's map for the current class, small, each with its
 // deletion and insertion AUC ("…" while the kernel computes them).
 
 import { h, setPressed } from "./ui.js";
 import { decodePanel } from "./decode.js";
-import { symmetricLimit, tableFor, colorbarTicks } from "./colormap.js";
-import { methodTitle, methodHint, formatAUC, panelStatus, compareSummary, tickLabels } from "./methods.js";
+import { colourLimit, tableFor, colorbarTicks } from "./colormap.js";
+import { methodTitle, methodHint, formatAUC, panelStatus, compareSummary, tickLabels, outputTrait, mapOutput } from "./methods.js";
 import { MapPainter } from "./paint.js";
 
 /** Longest side of a panel's canvas, CSS pixels. */
@@ -46,7 +46,7 @@ export class CompareView {
     };
     toggle.addEventListener("click", this.onToggle);
     this.redraw = () => this.render();
-    this.names = ["comparison_data", "compare", "colormap", "sequential_colormap", "opacity", "method", "colormaps"];
+    this.names = ["comparison_data", "compare", "colormap", "sequential_colormap", "opacity", "method", "colormaps", "percentile"];
     for (const name of this.names) model.on(`change:${name}`, this.redraw);
     this.render();
   }
@@ -78,19 +78,22 @@ export class CompareView {
       h("canvas", { class: "ow-compare-canvas", width: Math.round(width * scale * ratio), height: Math.round(height * scale * ratio) })
     );
     const map = decodePanel(panel);
+    const p = m.get("percentile");
+    const percentile = typeof p === "number" && p > 0 && p <= 100 ? p : null;
     const lut = panel.signed ? tableFor(m.get("colormaps"), m.get("colormap")) : tableFor(m.get("sequential_colormaps"), m.get("sequential_colormap"));
     const layer = map && {
       values: map.values,
       height: map.height,
       width: map.width,
-      limit: symmetricLimit(map.values),
+      limit: colourLimit(map.values, Boolean(panel.signed), percentile),
       signed: Boolean(panel.signed),
       lut,
       opacity: m.get("opacity"),
       smooth: panel.upsampling !== "nearest" && map.width === width,
     };
     this.painter.paint(canvas, this.hooks.image(), layer);
-    const output = panel.method === "occlusion" ? m.get("output") : m.get("gradient_output");
+    const trait = outputTrait(panel.method);
+    const output = mapOutput(panel.method, null, trait ? m.get(trait) : undefined);
     const ticks = layer ? tickLabels(colorbarTicks(layer.limit, layer.signed), panel.method, output) : [];
     this.figure.push({ source: canvas, head: methodTitle(panel.method), lut, ticks,
       foot: `deletion ${formatAUC(panel.deletion_auc)} \u2193   insertion ${formatAUC(panel.insertion_auc)} \u2191` });

@@ -1,7 +1,10 @@
 // Controls for every parameter, bound to the widget model's traits.
 
 import { h, renderLayerOptions } from "./ui.js";
-import { resolvePair } from "./geometry.js";
+import { isPerturbation, ordinal } from "./methods.js";
+
+/** The display control's percentiles (any other value set from Python shows as one more option). */
+const PERCENTILES = [99.9, 99, 98, 95];
 
 const MASK_VALUES = [
   ["auto", "auto (channel means)"],
@@ -51,7 +54,8 @@ export function buildControls(model, container, hooks) {
     h("label", { class: "ow-control", title: hint }, h("span", { class: "ow-control-label" }, label), ...inputs);
 
   // Mask size and stride: "auto" or pixels (slider + number box for exact or out-of-range values).
-  const pair = (name, label, fraction, minimum, hint) => {
+  // "auto" shows what the kernel resolved it to (resolved_params), never a guess made here.
+  const pair = (name, label, minimum, hint) => {
     const auto = /** @type {HTMLInputElement} */ (h("input", { type: "checkbox", class: "ow-auto", "data-param": `${name}-auto` }));
     const range = /** @type {HTMLInputElement} */ (h("input", { type: "range", min: String(minimum), step: "1", "data-param": name }));
     const number = /** @type {HTMLInputElement} */ (h("input", { type: "number", class: "ow-number", step: "1", "data-param": `${name}-number` }));
@@ -84,8 +88,8 @@ export function buildControls(model, container, hooks) {
       const value = model.get(name);
       auto.checked = value === "auto";
       const resolved = model.get("resolved_params")?.[name];
-      const v = value === "auto" && Array.isArray(resolved) ? resolved : resolvePair(value, shape, fraction);
-      show(v[0]);
+      const v = value === "auto" ? resolved : Array.isArray(value) ? value : [value];
+      if (Array.isArray(v) && typeof v[0] === "number") show(v[0]);
     };
     syncers.push(sync);
     return row(label, hint, range, number, h("span", { class: "ow-auto-label" }, auto, "auto"));
@@ -135,6 +139,21 @@ export function buildControls(model, container, hooks) {
     return row("Opacity", "Heatmap opacity (drawn in the browser)", node);
   })();
 
+  // Display only: where the colour scale saturates (the `percentile` trait, view state; null: the largest value).
+  const percentile = (() => {
+    const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": "percentile" }));
+    const known = ["", ...PERCENTILES.map(String)];
+    const option = (value) => h("option", { value }, value === "" ? "none" : `${ordinal(Number(value))} percentile`);
+    node.addEventListener("change", () => commit("percentile", node.value === "" ? null : Number(node.value)));
+    syncers.push(() => {
+      const value = model.get("percentile");
+      const key = typeof value === "number" ? String(value) : "";
+      node.replaceChildren(...known.map(option), ...(known.includes(key) ? [] : [option(key)]));
+      node.value = key;
+    });
+    return row("Clip at", "Saturate the colours at this percentile of the map's magnitude, so that a few extreme values do not wash out the rest (display only)", node);
+  })();
+
   const colormap = (name, tables, label, hint) => {
     const node = /** @type {HTMLSelectElement} */ (h("select", { "data-param": name }));
     node.addEventListener("change", () => commit(name, node.value));
@@ -172,8 +191,8 @@ export function buildControls(model, container, hooks) {
       "fieldset",
       { class: "ow-group", "data-group": "occlusion" },
       h("legend", {}, "Occlusion"),
-      pair("mask_size", "Mask size", 0.2, 2, "Side of the occluding square, in pixels"),
-      pair("stride", "Stride", 0.1, 2, "Step between mask positions, in pixels (small = slow)"),
+      pair("mask_size", "Mask size", 2, "Side of the occluding square, in pixels"),
+      pair("stride", "Stride", 2, "Step between mask positions, in pixels (small = slow)"),
       select("mask_value", "Mask value", MASK_VALUES, "What occluded pixels become (also the fill of the compare view's deletion curves)", (s) => (s === "auto" || s === "blur" ? s : s.startsWith("[") ? JSON.parse(s) : Number(s))),
       checkbox("mask_clipping", "Clip at edges", "On: masks centred on the lattice, cut at the border; off: full-size masks inside"),
       select("upsampling", "Upsampling", [["bicubic", "bicubic"], ["nearest", "nearest"], ["none", "none (grid)"]], "How the grid of positions becomes a map"),
@@ -191,7 +210,7 @@ export function buildControls(model, container, hooks) {
     ),
   };
   syncers.push(() => {
-    const gradient = model.get("method") !== "occlusion";
+    const gradient = !isPerturbation(model.get("method"));
     groups.occlusion.classList.toggle("ow-group-active", !gradient);
     groups.gradients.classList.toggle("ow-group-active", gradient);
   });
@@ -204,6 +223,7 @@ export function buildControls(model, container, hooks) {
       { class: "ow-group" },
       h("legend", {}, "Display"),
       opacity,
+      percentile,
       colormap("colormap", "colormaps", "Signed maps", "Diverging colour scale, centred on 0 (occlusion)"),
       colormap("sequential_colormap", "sequential_colormaps", "Non-negative maps", "Sequential colour scale from 0 (gradient methods, layer activations)"),
     ),
@@ -212,7 +232,7 @@ export function buildControls(model, container, hooks) {
   const sync = () => syncers.forEach((f) => f());
   const names = ["mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "top_k", "targets", "opacity", "colormap",
     "colormaps", "sequential_colormap", "sequential_colormaps", "resolved_params", "image_png", "method", "gradient_output",
-    "gradcam_layer", "n_samples", "noise_level"];
+    "gradcam_layer", "n_samples", "noise_level", "percentile", "methods_table"];
   const syncLayers = () => layerSyncers.forEach((f) => f());
   for (const name of names) model.on(`change:${name}`, sync);
   model.on("change:layer_data", syncLayers);

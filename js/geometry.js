@@ -47,9 +47,10 @@ export function clamp(value, lo, hi) {
 }
 
 /**
- * The mask box centred at pixel (cy, cx). Same rule as the sweep and as
- * `occlusion_widget.preview.mask_box`: it starts at round(c) - floor(m / 2);
- * with clipping it is cut to the image, without it is moved inside.
+ * The mask box centred at pixel (cy, cx), drawn while the mask is dragged (the kernel's preview answer then
+ * brings the box it used). Same rule as `occlusion_widget.widget.preview.mask_box`: the centre is first
+ * moved into [0, n - 1], the box starts at round(c) - floor(m / 2); with clipping it is cut to the image,
+ * without it is moved inside. `mask` is the RESOLVED size (see shownMaskSize), never "auto".
  * @param {number} cy
  * @param {number} cx
  * @param {[number, number]} mask  (h, w)
@@ -58,9 +59,10 @@ export function clamp(value, lo, hi) {
  * @returns {Box}
  */
 export function maskBox(cy, cx, mask, shape, clipping) {
+  /** @param {number} c @param {number} m0 @param {number} n @returns {[number, number]} */
   const span = (c, m0, n) => {
     const m = Math.min(Math.round(m0), n);
-    let start = Math.round(c) - Math.floor(m / 2);
+    let start = Math.round(clamp(c, 0, n - 1)) - Math.floor(m / 2);
     if (clipping) return [Math.max(start, 0), Math.min(start + m, n)];
     start = clamp(start, 0, n - m);
     return [start, start + m];
@@ -103,37 +105,37 @@ export function mapIndex(x, y, image, map) {
 }
 
 /**
- * Resolve a mask-size or stride trait ("auto", n or [h, w]) to a pair, with
- * the engine's rule for "auto" (a fraction of each axis, at least 1).
- * @param {"auto" | number | number[]} value
- * @param {[number, number]} shape
- * @param {number} fraction
- * @returns {[number, number]}
- */
-export function resolvePair(value, shape, fraction) {
-  if (Array.isArray(value) && value.length === 2) return [value[0], value[1]];
-  if (typeof value === "number") return [value, value];
-  return [Math.max(1, Math.round(fraction * shape[0])), Math.max(1, Math.round(fraction * shape[1]))];
-}
-
-/**
- * The mask size a mask-size trait stands for, or null when the engine would refuse it (so
- * nothing is drawn until the value is valid): "auto", a positive integer or an [h, w] pair
- * of them, each at most the image's side (axes of length 1 always take 1, as in the engine).
+ * The size an explicit mask-size value stands for, or null when the engine would refuse it (so nothing
+ * is drawn until the value is valid): a positive integer or an [h, w] pair of them, each at most the
+ * image's side (axes of length 1 always take 1, as in the engine). "auto" is null too: only the kernel
+ * resolves it (see shownMaskSize).
  * @param {unknown} value
  * @param {[number, number]} shape  (H, W)
- * @param {number} [fraction]  the "auto" fraction
  * @returns {[number, number] | null}
  */
-export function validMaskSize(value, shape, fraction = 0.2) {
+export function validMaskSize(value, shape) {
   let pair;
-  if (value === "auto") return resolvePair("auto", shape, fraction);
   if (typeof value === "number") pair = [value, value];
   else if (Array.isArray(value) && value.length === 2) pair = [value[0], value[1]];
   else return null;
   pair = pair.map((v, i) => (shape[i] === 1 && Number.isInteger(v) ? 1 : v));
   const ok = pair.every((v, i) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= shape[i]);
   return ok ? /** @type {[number, number]} */ (pair) : null;
+}
+
+/**
+ * The mask size to draw: the slider's value while it moves, else the `mask_size` trait when it is a number,
+ * else (for "auto") what the kernel resolved it to; null (nothing drawn) while none of them is known or valid.
+ * @param {number | null} live  the slider's value while it is dragged, else null
+ * @param {unknown} trait  the `mask_size` trait: "auto", n or [h, w]
+ * @param {unknown} resolved  the kernel's resolved [h, w] (resolved_params.mask_size), if any
+ * @param {[number, number]} shape  (H, W)
+ * @returns {[number, number] | null}
+ */
+export function shownMaskSize(live, trait, resolved, shape) {
+  if (live !== null) return validMaskSize(live, shape);
+  if (trait !== "auto") return validMaskSize(trait, shape);
+  return validMaskSize(resolved, shape);
 }
 
 /**

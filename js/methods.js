@@ -1,11 +1,12 @@
-// Words and numbers: the four methods' titles, colour-bar captions, hover read-outs, and the one
-// number format per quantity that every view uses. Pure.
+// Words and numbers: the methods' titles (from the kernel's method table), colour-bar captions, hover
+// read-outs, and the one number format per quantity that every view uses. Pure.
 
 // --- numbers: one format per quantity -----------------------------------------------------
 //   class scores     probability: percent, 1 decimal ("41.3%"); logit: 3 significant digits ("2.35")
 //   drops / changes  probability: percentage points, 1 decimal ("+30.4 pp"); logit: signed, 3 significant digits
-//   map values       occlusion: the drop in its score's units (colour-bar ticks without the unit: the caption
-//                    states it); gradient methods and activations: 3 significant digits
+//   map values       perturbation methods (occlusion): the drop in its score's units (colour-bar ticks without
+//                    the unit: the caption states it); other methods and activations: 3 significant digits,
+//                    with a sign for signed methods (Integrated Gradients)
 //   AUCs             fractions of the unit square, 3 decimals
 // Anything with |x| < ZERO_BELOW (in the printed unit) prints as 0, so float noise (-1.01e-10) never shows.
 
@@ -69,7 +70,8 @@ export function formatChange(value, output, unit = true) {
  * @param {boolean} [unit]  with its unit ("pp") where it has one
  */
 export function formatMapValue(value, method, output, unit = true) {
-  return method === "occlusion" ? formatChange(value, output, unit) : formatNumber(value);
+  if (isPerturbation(method)) return formatChange(value, output, unit);
+  return formatNumber(value, { signed: Boolean(BY_NAME.get(method)?.signed) });
 }
 
 /**
@@ -81,7 +83,8 @@ export function formatMapValue(value, method, output, unit = true) {
  * @returns {string[]}
  */
 export function tickLabels(ticks, method, output) {
-  if (method !== "occlusion") return ticks.map((v) => formatNumber(v, { digits: 2 }));
+  const signed = Boolean(BY_NAME.get(method)?.signed);
+  if (!isPerturbation(method)) return ticks.map((v) => formatNumber(v, { digits: 2, signed }));
   if (output === "probability") return ticks.map((v) => fixed(v * 100, 1, true));
   return ticks.map((v) => formatNumber(v, { digits: 2, signed: true }));
 }
@@ -98,29 +101,106 @@ export function targetSummary(target, name, output) {
   return `${name}: ${formatScore(target.base, output)} \u2192 ${formatScore(target.occluded, output)} (${formatChange(change, output)})`;
 }
 
-/** The methods in display order (as occlusion_widget.methods.METHODS). */
-export const METHOD_ORDER = ["occlusion", "grad_cam", "saliency", "smoothgrad"];
+// --- the method registry: occlusion_widget.methods.registry.browser_table(), the `methods_table` trait ------
 
-/** @type {Record<string, string>} */
-const TITLES = { occlusion: "Occlusion", grad_cam: "Grad-CAM", saliency: "Saliency", smoothgrad: "SmoothGrad" };
+/**
+ * One parameter of a method as the kernel describes it (MethodParam.as_json()).
+ * @typedef {object} MethodParamSpec
+ * @property {string} name  the function's keyword
+ * @property {string} trait  the widget trait that feeds it
+ * @property {string} kind  "int", "float", "bool", "choice", "size", "fill", "baseline", "layer"
+ * @property {unknown} default
+ * @property {string} help
+ * @property {number | null} minimum
+ * @property {number | null} maximum
+ * @property {unknown[]} choices
+ * @property {boolean} nullable
+ */
 
-/** @type {Record<string, string>} */
-const HEADINGS = { occlusion: "Occlusion sensitivity", grad_cam: "Grad-CAM", saliency: "Gradient saliency", smoothgrad: "SmoothGrad" };
+/**
+ * One method (registry.browser_table()).
+ * @typedef {object} MethodSpec
+ * @property {string} name
+ * @property {string} title  button and panel title
+ * @property {string} heading  the widget's heading
+ * @property {string} hint  one-line explanation (tooltip)
+ * @property {"perturbation" | "gradient"} kind
+ * @property {boolean} signed  maps have both signs (diverging scale)
+ * @property {boolean} streams
+ * @property {string} default_output  the score explained by default
+ * @property {boolean} images_only
+ * @property {MethodParamSpec[]} params
+ */
 
-/** @type {Record<string, string>} */
-const HINTS = {
-  occlusion: "How much the class score drops when a square around each pixel is masked",
-  grad_cam: "Grad-CAM: a conv layer's channels weighted by the class gradient (coarse, class-specific)",
-  saliency: "Gradient saliency: |d score / d pixel| (fine, noisy)",
-  smoothgrad: "SmoothGrad: the gradient averaged over noisy copies of the image",
-};
+/**
+ * TRANSITION ONLY, remove once the kernel sends `methods_table` (a saved notebook's state then carries it):
+ * the methods of a kernel that does not send its table yet.
+ * @param {string} name @param {string} title @param {string} heading @param {string} hint @param {boolean} occlusion
+ * @returns {MethodSpec}
+ */
+function builtin(name, title, heading, hint, occlusion) {
+  const output = { name: "output", trait: occlusion ? "output" : "gradient_output", kind: "choice", default: null, help: "",
+    minimum: null, maximum: null, choices: [], nullable: false };
+  return { name, title, heading, hint, kind: occlusion ? "perturbation" : "gradient", signed: occlusion, streams: occlusion,
+    default_output: occlusion ? "probability" : "logit", images_only: false, params: [output] };
+}
+
+/** @type {MethodSpec[]} */
+const BUILTIN_TABLE = [
+  builtin("occlusion", "Occlusion", "Occlusion sensitivity", "How much the class score drops when a square around each pixel is masked", true),
+  builtin("grad_cam", "Grad-CAM", "Grad-CAM", "Grad-CAM: a conv layer's channels weighted by the class gradient (coarse, class-specific)", false),
+  builtin("saliency", "Saliency", "Gradient saliency", "Gradient saliency: |d score / d pixel| (fine, noisy)", false),
+  builtin("smoothgrad", "SmoothGrad", "SmoothGrad", "SmoothGrad: the gradient averaged over noisy copies of the image", false),
+];
+
+/** @type {MethodSpec[]} */
+let TABLE = BUILTIN_TABLE;
+/** @type {Map<string, MethodSpec>} */
+let BY_NAME = new Map(TABLE.map((m) => [m.name, m]));
+
+/**
+ * Use the kernel's method table (the `methods_table` trait) for every lookup below; called before the
+ * first paint. An empty or missing table keeps the built-in list (a kernel that does not send one yet).
+ * @param {MethodSpec[] | null | undefined} table
+ * @returns {MethodSpec[]}  the table in use
+ */
+export function setMethodTable(table) {
+  TABLE = Array.isArray(table) && table.length > 0 ? table.filter((m) => m && typeof m.name === "string") : BUILTIN_TABLE;
+  BY_NAME = new Map(TABLE.map((m) => [m.name, m]));
+  return TABLE;
+}
+
+/** The methods in display order. @returns {string[]} */
+export function methodOrder() {
+  return TABLE.map((m) => m.name);
+}
+
+/** @param {string} method @returns {MethodSpec | undefined} */
+export function methodSpec(method) {
+  return BY_NAME.get(method);
+}
+
+/** Whether a method's map is a score drop under a perturbation (occlusion), not an attribution. @param {string} method */
+export function isPerturbation(method) {
+  return BY_NAME.get(method)?.kind === "perturbation";
+}
+
+/**
+ * The widget trait holding the score a method explains ("output" for occlusion, "gradient_output" for the
+ * gradient methods): the trait of its `output` parameter; null when it has none.
+ * @param {string} method
+ * @returns {string | null}
+ */
+export function outputTrait(method) {
+  return BY_NAME.get(method)?.params.find((p) => p.name === "output")?.trait ?? null;
+}
 
 /**
  * @param {string} method
  * @returns {string}
  */
 export function methodTitle(method) {
-  return TITLES[method] ?? method;
+  return BY_NAME.get(method)?.title ?? method;
 }
 
 /**
@@ -129,7 +209,7 @@ export function methodTitle(method) {
  * @returns {string}
  */
 export function methodHeading(method) {
-  return HEADINGS[method] ?? method;
+  return BY_NAME.get(method)?.heading ?? method;
 }
 
 /**
@@ -137,32 +217,65 @@ export function methodHeading(method) {
  * @returns {string}
  */
 export function methodHint(method) {
-  return HINTS[method] ?? "";
+  return BY_NAME.get(method)?.hint ?? "";
 }
 
 /**
- * The caption under the colour bar, from the result's resolved parameters.
- * @param {string} method
- * @param {{output?: string, layer?: string | null, n_samples?: number | null}} params
- * @param {string} [occlusionOutput]  the occlusion score (before the first result arrives)
+ * Colour-bar captions of the methods that have their own sentence ({score}: "logit" or "probability");
+ * any other method gets "<title> of the <score>".
+ * @type {Record<string, string>}
  */
-export function mapCaption(method, params, occlusionOutput = "probability") {
-  const output = mapOutput(method, params, occlusionOutput);
+const CAPTIONS = {
+  grad_cam: "Grad-CAM of the {score}",
+  saliency: "|gradient| of the {score}",
+  smoothgrad: "|gradient| of the {score}",
+  integrated_gradients: "attribution of the {score} from the baseline",
+};
+
+/**
+ * The caption under the colour bar, from the result's resolved parameters (the layer and the number of
+ * noisy copies are named when the result has them).
+ * @param {string} method
+ * @param {{output?: string, layer?: string | null, n_samples?: number | null} | null | undefined} params
+ * @param {string} [fallbackOutput]  the value of the method's output trait (before the first result arrives)
+ */
+export function mapCaption(method, params, fallbackOutput) {
+  const output = mapOutput(method, params, fallbackOutput);
   const score = output === "logit" ? "logit" : "probability";
-  if (method === "occlusion") return score === "probability" ? "drop in probability when occluded, percentage points" : "drop in logit when occluded";
-  if (method === "grad_cam") return `Grad-CAM of the ${score}${params?.layer ? ` at ${params.layer}` : ""}`;
-  if (method === "smoothgrad") return `|gradient| of the ${score}, mean of ${params?.n_samples ?? "n"} noisy copies`;
-  return `|gradient| of the ${score}`;
+  if (isPerturbation(method)) return score === "probability" ? "drop in probability when occluded, percentage points" : "drop in logit when occluded";
+  const sentence = (CAPTIONS[method] ?? `${methodTitle(method)} of the {score}`).replace("{score}", score);
+  const layer = params?.layer ? ` at ${params.layer}` : "";
+  const copies = typeof params?.n_samples === "number" ? `, mean of ${params.n_samples} noisy copies` : "";
+  return sentence + layer + copies;
 }
 
 /**
- * The score a map is in: its resolved output, else the method's default.
+ * The score a map is in: its resolved output, else the method's output trait, else the method's default.
  * @param {string} method
  * @param {{output?: string} | null | undefined} params
- * @param {string} [occlusionOutput]
+ * @param {string | null} [fallbackOutput]
+ * @returns {string}
  */
-export function mapOutput(method, params, occlusionOutput = "probability") {
-  return params?.output ?? (method === "occlusion" ? occlusionOutput : "logit");
+export function mapOutput(method, params, fallbackOutput) {
+  return params?.output ?? fallbackOutput ?? BY_NAME.get(method)?.default_output ?? "logit";
+}
+
+/**
+ * "99th", "99.9th", "1st", "2nd", "3rd", "11th": a percentile in words.
+ * @param {number} p
+ */
+export function ordinal(p) {
+  const whole = Math.abs(p) % 100;
+  const suffix = Number.isInteger(p) && !(whole >= 11 && whole <= 13) ? ({ 1: "st", 2: "nd", 3: "rd" })[whole % 10] ?? "th" : "th";
+  return `${p}${suffix}`;
+}
+
+/**
+ * What the colour-bar caption adds when the scale saturates at a percentile: " (clipped at the 99th percentile)".
+ * @param {number | null | undefined} percentile
+ */
+export function clipCaption(percentile) {
+  return typeof percentile === "number" && percentile < 100 ? ` (clipped at the ${ordinal(percentile)} percentile)` : "";
 }
 
 /**
@@ -186,9 +299,9 @@ export function barEnds(signed) {
  */
 export function readoutText(method, value, peak, x, y, name, output = "probability") {
   if (value !== value) return `(${x}, ${y}): not computed yet`;
-  if (method === "occlusion") return `(${x}, ${y}): occluding here changes ${name} by ${formatChange(-value, output)}`;
+  if (isPerturbation(method)) return `(${x}, ${y}): occluding here changes ${name} by ${formatChange(-value, output)}`;
   const share = peak > 0 ? ` (${Math.round((value / peak) * 100)}% of the peak)` : "";
-  return `(${x}, ${y}): ${methodTitle(method)} ${formatNumber(value)}${share} for ${name}`;
+  return `(${x}, ${y}): ${methodTitle(method)} ${formatMapValue(value, method, output)}${share} for ${name}`;
 }
 
 /**
@@ -196,7 +309,15 @@ export function readoutText(method, value, peak, x, y, name, output = "probabili
  * @param {string} method
  */
 export function worstLabel(method) {
-  return method === "occlusion" ? "Worst spot" : "Map peak";
+  return isPerturbation(method) ? "Worst spot" : "Map peak";
+}
+
+/**
+ * The tooltip of that button.
+ * @param {string} method
+ */
+export function worstHint(method) {
+  return isPerturbation(method) ? "Move the mask to where it lowers the current class most" : "Move the mask to the map's peak";
 }
 
 /**
@@ -223,12 +344,13 @@ export function panelStatus(panel) {
 
 /**
  * The compare view's summary line.
- * @param {{status?: string, done?: number, total?: number, label?: string | null, target?: number | null}} state
+ * @param {{status?: string, done?: number, total?: number, label?: string | null, target?: number | null, panels?: unknown[]}} state
  */
 export function compareSummary(state) {
   const what = state.label ?? (state.target !== null && state.target !== undefined ? `class ${state.target}` : "the current class");
-  const head = `All four methods for ${what}`;
-  if (state.status === "running") return `${head} \u2014 computing (${state.done ?? 0} of ${state.total ?? 8} done)`;
+  const count = state.panels?.length ?? TABLE.length;
+  const head = `All ${count} methods for ${what}`;
+  if (state.status === "running") return `${head} \u2014 computing (${state.done ?? 0} of ${state.total ?? 2 * count} done)`;
   if (state.status === "stopped") return `${head} \u2014 stopped`;
   return head;
 }
@@ -243,7 +365,8 @@ export function compareSummary(state) {
  * @returns {{method: string, enabled: boolean}[]}
  */
 export function offeredMethods(current, kernel, available) {
-  const list = Array.isArray(available) ? METHOD_ORDER.filter((m) => available.includes(m)) : METHOD_ORDER;
+  const order = methodOrder();
+  const list = Array.isArray(available) ? order.filter((m) => available.includes(m)) : order;
   return list.map((method) => ({ method, enabled: method === current || kernel || Array.isArray(available) }));
 }
 

@@ -3,9 +3,9 @@
 
 import { throttle, Sequencer } from "./throttle.js";
 import { decodeMaps, classValues } from "./decode.js";
-import { tableFor, symmetricLimit, gradientCSS, colorbarTicks } from "./colormap.js";
-import { clientToImage, clamp, maskBox, boxToPercent, mapIndex, validMaskSize } from "./geometry.js";
-import { methodHeading, mapCaption, mapOutput, barEnds, readoutText, worstLabel, tickLabels, targetSummary, tabScores, offeredMethods, methodTitle } from "./methods.js";
+import { tableFor, colourLimit, gradientCSS, colorbarTicks } from "./colormap.js";
+import { clientToImage, clamp, maskBox, boxToPercent, mapIndex, shownMaskSize } from "./geometry.js";
+import { setMethodTable, methodHeading, mapCaption, mapOutput, outputTrait, barEnds, readoutText, worstLabel, worstHint, tickLabels, targetSummary, tabScores, offeredMethods, methodTitle, clipCaption } from "./methods.js";
 import { h, buildLayout, renderTabs, renderScores, renderMethods, READOUT_HINT } from "./ui.js";
 import { decodePNG, MapPainter, drawFigure } from "./paint.js";
 import { buildControls } from "./controls.js";
@@ -28,10 +28,13 @@ class OcclusionView {
     /** @type {ImageBitmap | HTMLImageElement | null} */ this.fill = null;
     /** @type {[number, number]} */ this.shape = [224, 224];
     this.maps = null;
+    /** @type {any} the preview answer shown */ this.shownPreview = undefined;
+    /** @type {string | undefined} the colour-bar caption drawn (also the downloaded figure's) */ this.caption = undefined;
     this.painter = new MapPainter();
     const request = model.get("preview_request") || {};
     this.mask = { x: request.x ?? 111.5, y: request.y ?? 111.5 };
-    this.liveMaskSize = null; // while the mask-size slider moves
+    /** @type {number | null} */ this.liveMaskSize = null; // while the mask-size slider moves
+    /** @type {number[] | undefined} the last mask size the kernel resolved */ this.resolvedMask = undefined;
     this.dragging = false;
     this.sequencer = new Sequencer(request.seq ?? 0);
     this.frame = 0;
@@ -116,6 +119,14 @@ class OcclusionView {
     this.on("change:colormap", () => this.schedule());
     this.on("change:sequential_colormap", () => this.schedule());
     this.on("change:method", () => this.onMethod());
+    this.on("change:percentile", () => this.schedule());
+    this.on("change:methods_table", () => {
+      setMethodTable(this.model.get("methods_table"));
+      this.compare.render();
+      this.onMethod();
+      this.onTabs();
+      this.schedule();
+    });
     this.on("change:comparison_data", () => this.onStatus());
     this.on("change:layer_data", () => this.onStatus());
     this.on("change:status", () => this.onStatus());
@@ -195,7 +206,8 @@ class OcclusionView {
     const method = maps ? maps.method : this.model.get("method");
     const lut = this.lut(signed);
     const values = maps ? classValues(maps, this.selected) : null;
-    const limit = values ? symmetricLimit(values) : 1;
+    const percentile = this.percentile;
+    const limit = values ? colourLimit(values, signed, percentile) : 1;
     const smooth = this.model.get("resolved_params")?.upsampling !== "nearest" && !!maps && maps.width === this.shape[1];
     const layer = maps && values && { values, height: maps.height, width: maps.width, limit, signed, lut, opacity: this.model.get("opacity"), smooth };
     this.painter.paint(canvas, this.image, layer);
@@ -206,16 +218,34 @@ class OcclusionView {
       colormap: String(this.model.get(signed ? "colormap" : "sequential_colormap")) });
     this.ui.barGradient.style.background = gradientCSS(lut);
     this.ui.barGradient.dataset.signed = String(signed);
-    const output = mapOutput(method, this.model.get("resolved_params"), this.model.get("output"));
+    const output = mapOutput(method, this.model.get("resolved_params"), this.outputOf(method));
     this.ticks = tickLabels(colorbarTicks(limit, signed), method, output);
     this.ui.barTicks.replaceChildren(...this.ticks.map((text) => h("span", {}, text)));
     const [top, bottom] = barEnds(signed);
     this.ui.barTop.textContent = top;
     this.ui.barBottom.textContent = bottom;
-    this.ui.barCaption.textContent = mapCaption(method, this.model.get("resolved_params"), this.model.get("output"));
+    this.caption = mapCaption(method, this.model.get("resolved_params"), this.outputOf(method)) + clipCaption(percentile);
+    this.ui.barCaption.textContent = this.caption;
+    this.ui.barGradient.dataset.limit = String(limit);
     this.ui.worst.textContent = worstLabel(method);
-    this.ui.worst.title = method === "occlusion" ? "Move the mask to where it lowers the current class most" : "Move the mask to the map's peak";
+    this.ui.worst.title = worstHint(method);
     this.ui.worst.disabled = !(maps && maps.worst[this.selected]);
+  }
+
+  /** The display percentile (view state): null for the full range. @returns {number | null} */
+  get percentile() {
+    const p = this.model.get("percentile");
+    return typeof p === "number" && p > 0 && p <= 100 ? p : null;
+  }
+
+  /**
+   * The score a method explains before a result says so: the value of its output trait.
+   * @param {string} method
+   * @returns {string | undefined}
+   */
+  outputOf(method) {
+    const trait = outputTrait(method);
+    return trait ? this.model.get(trait) : undefined;
   }
 
   onMethod() {
@@ -231,7 +261,7 @@ class OcclusionView {
 
   onTabs() {
     const classes = this.model.get("classes") || [];
-    const output = this.model.get("resolved_params")?.output ?? this.model.get("output");
+    const output = this.model.get("resolved_params")?.output ?? this.outputOf(this.model.get("method"));
     renderTabs(this.ui.tabs, classes, this.selected, tabScores(classes, output, this.shownPreview), (i) => {
       this.model.set("selected", i);
       this.model.save_changes();
@@ -262,8 +292,10 @@ class OcclusionView {
 
   /** @returns {[number, number] | null}  null: not a size the engine accepts (nothing is drawn) */
   maskSize() {
-    if (this.liveMaskSize !== null) return validMaskSize(this.liveMaskSize, this.shape);
-    return validMaskSize(this.model.get("mask_size"), this.shape);
+    // "auto" is resolved by the kernel only: the preview's answer, else the last occlusion result's parameters.
+    const resolved = this.shownPreview?.mask_size ?? this.model.get("resolved_params")?.mask_size ?? this.resolvedMask;
+    if (Array.isArray(resolved)) this.resolvedMask = resolved; // kept while another method's result is shown
+    return shownMaskSize(this.liveMaskSize, this.model.get("mask_size"), resolved, this.shape);
   }
 
   placeMask() {
@@ -334,7 +366,7 @@ class OcclusionView {
     const value = i < 0 ? NaN : classValues(maps, this.selected)[i];
     const name = (this.model.get("classes") || [])[this.selected]?.name ?? "";
     const peak = maps.ranges[this.selected]?.[1] ?? NaN;
-    const output = mapOutput(maps.method, this.model.get("resolved_params"), this.model.get("output"));
+    const output = mapOutput(maps.method, this.model.get("resolved_params"), this.outputOf(maps.method));
     this.ui.readout.textContent = readoutText(maps.method, value, peak, ix, iy, name, output);
     // The exact value and where, for tests and tools (the text is rounded).
     Object.assign(this.ui.readout.dataset, { value: String(value), x: String(ix), y: String(iy), selected: String(this.selected) });
@@ -354,6 +386,7 @@ class OcclusionView {
     const p = this.model.get("preview");
     if (!p || p.seq === undefined || !this.sequencer.accept(p.seq)) return;
     this.shownPreview = p;
+    if (p.mask_size) this.placeMask();
     this.drawPreviewImage();
     this.renderPreviewScores();
     this.onTabs(); // the tabs show the preview's unoccluded scores
@@ -402,7 +435,7 @@ class OcclusionView {
   figure() {
     const m = this.model;
     const current = (m.get("classes") || [])[this.selected];
-    const output = m.get("resolved_params")?.output ?? m.get("output");
+    const output = m.get("resolved_params")?.output ?? this.outputOf(m.get("method"));
     const score = current ? ` \u00b7 ${tabScores([current], output, this.shownPreview)[0].text}` : "";
     const title = `${current?.name ?? "map"}${score}`;
     const method = this.maps ? this.maps.method : m.get("method");
@@ -415,7 +448,7 @@ class OcclusionView {
     }
     const signed = this.maps ? this.maps.signed : true;
     const ends = barEnds(signed);
-    const caption = mapCaption(method, m.get("resolved_params"), m.get("output"));
+    const caption = this.caption ?? mapCaption(method, m.get("resolved_params"), this.outputOf(method));
     const size = DISPLAY_SIZE / Math.max(height, width);
     return drawFigure({ title, subtitle: `${methodTitle(method)} \u00b7 ${caption} \u00b7 top: ${ends[0]}, bottom: ${ends[1]}`,
       imageW: width * size, imageH: height * size, panels: [{ source: this.ui.canvas, lut: this.lut(signed), ticks: this.ticks ?? [] }] }, ratio);
@@ -423,7 +456,7 @@ class OcclusionView {
 
   download() {
     const name = ((this.model.get("classes") || [])[this.selected]?.name ?? "map").replace(/[^\w-]+/g, "_");
-    const method = this.compare.open ? "compare" : this.maps ? this.maps.method : "occlusion";
+    const method = this.compare.open ? "compare" : this.maps ? this.maps.method : this.model.get("method");
     const link = h("a", { href: this.figure().toDataURL("image/png"), download: `${method}_${name}.png` });
     document.body.append(link);
     link.click();
@@ -442,6 +475,7 @@ class OcclusionView {
 
 /** anywidget entry point. */
 function render({ model, el }) {
+  setMethodTable(model.get("methods_table")); // every title, caption and format below reads it
   const view = new OcclusionView(model, el);
   return () => view.dispose();
 }

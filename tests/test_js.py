@@ -9,11 +9,31 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from occlusion_widget.methods.registry import browser_table
+from occlusion_widget.render import colour_limit
 from occlusion_widget.widget import frontend as _frontend
 
 JS = Path(__file__).resolve().parent.parent / "js"
+
+
+def colour_limit_cases() -> list[dict]:
+    """Maps (NaN as None, infinities as "inf"/"-inf"), sign, percentile, and Python's colour limit, for js/colormap.js
+    colourLimit to reproduce: random sizes and spreads, heavy tails, ties, all-NaN and all-zero maps."""
+    rng = np.random.default_rng(7)
+    maps = [rng.standard_normal(n) * scale for n, scale in ((1, 1.0), (2, 3.0), (7, 1e-3), (50, 1.0), (1000, 20.0))]
+    maps += [rng.standard_cauchy(500), rng.integers(-3, 4, 200).astype(float), np.zeros(10), np.full(5, np.nan)]
+    with_gaps = rng.random(300)
+    with_gaps[::7] = np.nan
+    with_gaps[5], with_gaps[6] = np.inf, -np.inf
+    maps.append(with_gaps)
+    encode = lambda v: None if np.isnan(v) else ("inf" if v > 0 else "-inf") if np.isinf(v) else float(v)  # noqa: E731
+    return [
+        {"values": [encode(v) for v in m], "signed": signed, "percentile": p, "expected": colour_limit(m, signed, p)}
+        for m in maps for signed in (True, False) for p in (None, 100, 99.9, 99, 98, 95, 50, 0.5)
+    ]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the JS unit tests need node >= 20)")
@@ -22,9 +42,14 @@ def test_node_unit_tests(tmp_path: Path) -> None:
     tables.write_text(json.dumps(_frontend.colormap_tables()))
     sequential = tmp_path / "sequential.json"
     sequential.write_text(json.dumps(_frontend.colormap_tables(_frontend.SEQUENTIAL_COLORMAPS)))
+    methods = tmp_path / "methods.json"
+    methods.write_text(json.dumps(browser_table()))
+    limits = tmp_path / "limits.json"
+    limits.write_text(json.dumps(colour_limit_cases()))
     proc = subprocess.run(
         ["node", "--test", "test/"], cwd=JS, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "OW_COLORMAPS": str(tables), "OW_SEQUENTIAL": str(sequential)},
+        env={**os.environ, "OW_COLORMAPS": str(tables), "OW_SEQUENTIAL": str(sequential), "OW_METHODS": str(methods),
+             "OW_LIMIT_CASES": str(limits)},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -55,7 +80,8 @@ def bundle(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_the_bundle_is_one_self_contained_module(bundle: Path) -> None:
-    assert sorted(p.name for p in bundle.iterdir()) == ["standalone.js", "widget.css", "widget.js"]
+    built = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
+    assert built == ["audit/gallery.css", "audit/gallery.js", "standalone.js", "widget.css", "widget.js"]
     esm = (bundle / "widget.js").read_text("utf-8")
     # anywidget loads _esm from a blob URL: an import left in the bundle could not be resolved there.
     assert not re.search(r"""^\s*import\b|\bimport\s*\(|\bfrom\s*["']""", esm, re.M), "the bundle imports something"

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { lookupTable, unitPosition, colorFor, symmetricLimit, paintRGBA, gradientCSS, colorbarTicks, finiteRange, unitScale, tableFor } from "../colormap.js";
+import { lookupTable, unitPosition, colorFor, colourLimit, paintRGBA, gradientCSS, colorbarTicks, finiteRange, unitScale, tableFor } from "../colormap.js";
 
 // The real tables (sampled from matplotlib by occlusion_widget._frontend.colormap_tables)
 // when tests/test_js.py passes them in OW_COLORMAPS; RdBu_r's two ends and centre otherwise.
@@ -53,11 +53,40 @@ test("RdBu_r maps -1 to blue, 0 to white, +1 to red", () => {
   assert.ok(r2 > b2 + 50, `positive end should be red, got ${[r2, g2, b2]}`);
 });
 
-test("symmetricLimit is the largest |value|, ignores NaN, and is 1 for an empty or zero map", () => {
-  assert.equal(symmetricLimit(new Float32Array([0.1, -0.5, NaN, 0.3])), 0.5);
-  assert.equal(symmetricLimit(new Float32Array([0, 0])), 1);
-  assert.equal(symmetricLimit(new Float32Array([NaN])), 1);
-  assert.equal(symmetricLimit([]), 1);
+test("colourLimit: the largest |value| (signed) or value (sequential), NaN and infinities ignored, 1 when nothing is positive", () => {
+  assert.equal(colourLimit(new Float32Array([0.1, -0.5, NaN, 0.3]), true), Math.fround(0.5));
+  assert.equal(colourLimit(new Float32Array([0.1, -0.5, NaN, 0.3]), false), Math.fround(0.3));
+  assert.equal(colourLimit([1, Infinity, -Infinity, 2], true), 2);
+  assert.equal(colourLimit(new Float32Array([0, 0]), true), 1);
+  assert.equal(colourLimit(new Float32Array([NaN]), true), 1);
+  assert.equal(colourLimit([], false), 1);
+  assert.equal(colourLimit([-3, -1], false), 1, "a sequential scale of non-positive values");
+});
+
+test("colourLimit at a percentile: numpy's linear interpolation between the two nearest ranks", () => {
+  // |values| sorted: 0, 1, ..., 100 (101 values): the p-th percentile is p.
+  const values = Array.from({ length: 101 }, (_, i) => (i % 2 ? -i : i));
+  assert.equal(colourLimit(values, true, 50), 50);
+  assert.equal(colourLimit(values, true, 99), 99);
+  assert.ok(Math.abs(colourLimit(values, true, 99.9) - 99.9) < 1e-12 * 100);
+  assert.equal(colourLimit(values, true, 100), 100);
+  assert.equal(colourLimit(values, true, null), 100);
+  // Between ranks: 4 values 0, 10, 20, 1000 -> rank 0.95 * 3 = 2.85 -> 20 + 0.85 * 980.
+  assert.ok(Math.abs(colourLimit([0, 10, 20, 1000], false, 95) - (20 + 0.85 * 980)) < 1e-12 * 1000);
+  // One extreme value no longer washes out the rest.
+  const spiky = [...Array(999).fill(1), 1000];
+  assert.equal(colourLimit(spiky, true), 1000);
+  assert.equal(colourLimit(spiky, true, 99), 1);
+  for (const bad of [0, -1, 101, NaN]) assert.throws(() => colourLimit([1], true, bad), /percentile=/);
+});
+
+test("colourLimit equals Python's render.colour_limit on the same maps", { skip: !process.env.OW_LIMIT_CASES && "OW_LIMIT_CASES is not set (tests/test_js.py sets it)" }, () => {
+  const cases = JSON.parse(readFileSync(/** @type {string} */ (process.env.OW_LIMIT_CASES), "utf8"));
+  assert.ok(cases.length >= 20);
+  for (const { values, signed, percentile, expected } of cases) {
+    const got = colourLimit(values.map((v) => (v === null ? NaN : v === "inf" ? Infinity : v === "-inf" ? -Infinity : v)), signed, percentile);
+    assert.ok(Math.abs(got - expected) <= 1e-12 * Math.abs(expected), `${signed} ${percentile}: ${got} vs numpy ${expected}`);
+  }
 });
 
 test("paintRGBA colours values, bakes opacity into alpha, and leaves NaN transparent", () => {

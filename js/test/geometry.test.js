@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { clientToImage, imageToClient, clamp, maskBox, boxToPercent, mapIndex, resolvePair, validMaskSize, figureLayout, FIGURE } from "../geometry.js";
+import * as geometry from "../geometry.js";
+
+const { clientToImage, imageToClient, clamp, maskBox, boxToPercent, mapIndex, validMaskSize, shownMaskSize, figureLayout, FIGURE } = geometry;
 
 const rect = { left: 100, top: 50, width: 448, height: 448 };
 
@@ -28,6 +30,13 @@ test("maskBox follows the sweep's rule (same cases as tests/test_widget.py)", ()
   assert.deepEqual(maskBox(50, 60, [300, 10], [224, 224], true), [0, 55, 162, 65]);
 });
 
+test("maskBox first moves a centre outside the image onto its nearest pixel, as preview.mask_box does", () => {
+  // Never an empty or inverted box, whatever the pointer did.
+  assert.deepEqual(maskBox(-50, 300, [45, 45], [224, 224], true), [0, 201, 23, 224]);
+  assert.deepEqual(maskBox(-50, 300, [45, 45], [224, 224], false), [0, 179, 45, 224]);
+  assert.deepEqual(maskBox(1e9, -1e9, [10, 10], [224, 224], true), maskBox(223, 0, [10, 10], [224, 224], true));
+});
+
 test("boxToPercent places a box as CSS percentages", () => {
   assert.deepEqual(boxToPercent([0, 56, 112, 224], [224, 224]), { left: 25, top: 0, width: 75, height: 50 });
 });
@@ -40,18 +49,25 @@ test("mapIndex finds the map cell under an image pixel, for full-size and grid-s
   assert.equal(mapIndex(10, 300, [224, 224], [11, 11]), -1);
 });
 
-test("resolvePair: auto is a fraction of each axis, ints and pairs pass through", () => {
-  assert.deepEqual(resolvePair("auto", [224, 224], 0.2), [45, 45]);
-  assert.deepEqual(resolvePair("auto", [3, 3], 0.1), [1, 1]);
-  assert.deepEqual(resolvePair(30, [224, 224], 0.2), [30, 30]);
-  assert.deepEqual(resolvePair([10, 20], [224, 224], 0.2), [10, 20]);
+test("no engine arithmetic here: the 'auto' sizes come resolved from the kernel", () => {
+  assert.equal(geometry.resolvePair, undefined, "the JS copy of the 20%/10% rule is gone");
   assert.equal(clamp(5, 0, 3), 3);
   assert.equal(clamp(-1, 0, 3), 0);
 });
 
+test("shownMaskSize: the slider while it moves, else the trait, else the kernel's resolved size for auto", () => {
+  const shape = [224, 224];
+  assert.deepEqual(shownMaskSize(null, "auto", [45, 45], shape), [45, 45]);
+  assert.deepEqual(shownMaskSize(null, "auto", [33, 17], shape), [33, 17], "whatever the kernel resolved, not a rule of thumb");
+  assert.equal(shownMaskSize(null, "auto", undefined, shape), null, "nothing is drawn before the kernel has answered");
+  assert.deepEqual(shownMaskSize(null, 30, [45, 45], shape), [30, 30]);
+  assert.deepEqual(shownMaskSize(60, 30, [45, 45], shape), [60, 60]);
+  assert.equal(shownMaskSize(null, 300, [45, 45], shape), null);
+});
+
 test("validMaskSize: only sizes the engine accepts, else null (nothing is drawn)", () => {
   const shape = [224, 224];
-  assert.deepEqual(validMaskSize("auto", shape), [45, 45]);
+  assert.equal(validMaskSize("auto", shape), null, "only the kernel resolves auto");
   assert.deepEqual(validMaskSize(30, shape), [30, 30]);
   assert.deepEqual(validMaskSize([10, 224], shape), [10, 224]);
   for (const bad of [0, -5, 225, 1000, 2.5, NaN, "x", "", null, undefined, [10], [10, 300], [0, 5], ["a", 3]]) {
