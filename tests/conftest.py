@@ -1,9 +1,11 @@
 """Shared by the widget tests: a tiny classifier, the ``image`` and ``make_widget`` fixtures, and helpers
-(``from conftest import assert_close, near, synced_maps, tiny_model, wait_done``)."""
+(``from conftest import assert_close, near, patch_method, synced_maps, tiny_model, wait_done``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +58,16 @@ def assert_close(actual: object, expected: object, rtol: float = 1e-5, scale: ob
 def near(expected: object, rtol: float = 1e-5, scale: object = None):
     """``pytest.approx`` with the absolute tolerance relative to the magnitude (see :func:`assert_close`)."""
     return pytest.approx(float(expected), rel=rtol, abs=rtol * _scale(expected, scale))
+
+
+def patch_method(monkeypatch: pytest.MonkeyPatch, name: str, function: Callable) -> Callable:
+    """Make the registry's method ``name`` call ``function`` (the widget calls methods through
+    ``METHODS[name].function``); returns the real function. Undone with ``monkeypatch``."""
+    from occlusion_widget.methods.registry import METHODS
+
+    real = METHODS[name].function
+    monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], function=function))
+    return real
 
 
 def synced_maps(w: OcclusionWidget) -> np.ndarray:

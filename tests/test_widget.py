@@ -9,16 +9,23 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, near, synced_maps, tiny_model, wait_done
+from conftest import (
+    assert_close,
+    near,
+    patch_method,
+    synced_maps,
+    tiny_model,
+    wait_done,
+)
 from helpers import LinearScore
 
 from occlusion_widget import ImageClassifier, occlusion_sensitivity
-from occlusion_widget.widget import plan as plan_module
-from occlusion_widget.widget.plan import responsive_batch
-from occlusion_widget.widget.preview import mask_box
-from occlusion_widget.widget.runner import LatestRunner, Throttle
+from occlusion_widget.engine import mask_box
+from occlusion_widget.methods.registry import METHODS
 from occlusion_widget.widget import OcclusionWidget
 from occlusion_widget.widget.frontend import to_png
+from occlusion_widget.widget.plan import responsive_batch
+from occlusion_widget.widget.runner import LatestRunner, Throttle
 
 
 def test_default_widget_explains_the_sample_image_with_the_embedded_model(make_widget) -> None:
@@ -85,7 +92,6 @@ def test_synced_maps_equal_the_hand_computed_drops_of_a_linear_model(make_widget
 
 def test_a_parameter_change_mid_sweep_cancels_it_and_only_the_new_result_lands(make_widget, image, monkeypatch) -> None:
     calls = []
-    real = plan_module.occlusion_sensitivity
 
     def spy(*args, progress, cancel, **kwargs):
         record = {"stride": kwargs["stride"], "after_cancel": 0}
@@ -99,7 +105,7 @@ def test_a_parameter_change_mid_sweep_cancels_it_and_only_the_new_result_lands(m
         record["result"] = real(*args, progress=counting, cancel=cancel, **kwargs)
         return record["result"]
 
-    monkeypatch.setattr(plan_module, "occlusion_sensitivity", spy)
+    real = patch_method(monkeypatch, "occlusion", spy)
     w = make_widget(tiny_model(delay=0.05), image, mask_size=8, stride=2, batch_size=2)  # 256 positions, ~6 s
     published = []
     w.observe(lambda c: published.append((tuple(w.resolved_params.get("stride", ())), c["new"]["complete"])), "map_data")
@@ -155,8 +161,8 @@ def test_kernel_thread_is_free_while_a_map_is_computed(make_widget, image) -> No
 
 def test_finished_sweeps_are_cached(make_widget, image, monkeypatch) -> None:
     sweeps = []
-    real = plan_module.occlusion_sensitivity
-    monkeypatch.setattr(plan_module, "occlusion_sensitivity", lambda *a, **k: sweeps.append(k) or real(*a, **k))
+    real = METHODS["occlusion"].function
+    patch_method(monkeypatch, "occlusion", lambda *a, **k: sweeps.append(k) or real(*a, **k))
     w = make_widget(tiny_model(), image, mask_size=8, stride=4)
     wait_done(w)
     first = synced_maps(w).copy()
@@ -298,7 +304,7 @@ def test_preview_error_is_reported(make_widget, image) -> None:
     ],
 )
 def test_mask_box_matches_the_browser(centre, mask, clipping, box) -> None:
-    assert mask_box(*centre, mask, (224, 224), clipping) == box
+    assert mask_box(centre, mask, (224, 224), clipping) == box
 
 
 def test_mask_box_matches_the_engine_grid() -> None:
@@ -310,7 +316,7 @@ def test_mask_box_matches_the_engine_grid() -> None:
             for ix in range(grid.shape[1]):
                 y0, x0, y1, x1 = grid.boxes[iy, ix]
                 cy, cx = ((iy * 7, ix * 5) if clipping else (y0 + 9 // 2, x0 + 6 // 2))
-                assert mask_box(cy, cx, (9, 6), (50, 40), clipping) == (y0, x0, y1, x1)
+                assert mask_box((cy, cx), (9, 6), (50, 40), clipping) == (y0, x0, y1, x1)
 
 
 def test_static_png_in_the_display_bundle(make_widget, image, monkeypatch) -> None:

@@ -14,15 +14,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import LABELS, Tiny, synced_maps, tiny_model, wait_done
+from conftest import LABELS, Tiny, patch_method, synced_maps, tiny_model, wait_done
 from torch import nn
 from traitlets import TraitError
 
-from occlusion_widget.widget import plan as plan_module
+from occlusion_widget.engine import mask_box
+from occlusion_widget.methods.registry import METHODS
 from occlusion_widget.models import ImageClassifier
-from occlusion_widget.widget.preview import mask_box
-from occlusion_widget.widget.runner import ResultCache, freeze, nbytes, trim_memory
+from occlusion_widget.widget import plan as plan_module
 from occlusion_widget.widget.controller import MAX_ATTEMPTS
+from occlusion_widget.widget.runner import ResultCache, freeze, nbytes, trim_memory
 
 NAN, INF = float("nan"), float("inf")
 
@@ -52,8 +53,8 @@ def test_a_result_that_cannot_be_cached_is_computed_a_bounded_number_of_times(ma
     """Whatever the key (here one that never equals itself, as a NaN once made it), the worker
     gives up with an error after MAX_ATTEMPTS computations instead of retrying forever."""
     sweeps = []
-    real = plan_module.occlusion_sensitivity
-    monkeypatch.setattr(plan_module, "occlusion_sensitivity", lambda *a, **k: sweeps.append(1) or real(*a, **k))
+    real = METHODS["occlusion"].function
+    patch_method(monkeypatch, "occlusion", lambda *a, **k: sweeps.append(1) or real(*a, **k))
     monkeypatch.setattr(plan_module, "freeze", lambda value: float("nan"))  # a new NaN: unequal to every other
     w = make_widget(tiny_model(), image, mask_size=8, stride=8)
     w.wait(20)
@@ -212,7 +213,7 @@ def test_a_preview_far_outside_the_image_is_clamped_to_it(make_widget, image) ->
     assert "finite" in w.request_preview(x=math.nan, y=3)["error"]
     for clipping in (True, False):
         for cy, cx in [(-1e9, 1e9), (1e9, -1e9), (-5, 300)]:
-            a, b, c, d = mask_box(cy, cx, (45, 45), (224, 224), clipping)
+            a, b, c, d = mask_box((cy, cx), (45, 45), (224, 224), clipping)
             assert 0 <= a < c <= 224 and 0 <= b < d <= 224
 
 

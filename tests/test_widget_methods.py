@@ -7,19 +7,31 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, near, synced_maps, tiny_model, wait_done
+import traitlets
+from conftest import (
+    assert_close,
+    near,
+    patch_method,
+    synced_maps,
+    tiny_model,
+    wait_done,
+)
 
 import occlusion_widget
 from occlusion_widget import methods, occlusion_sensitivity
-from occlusion_widget.widget import plan as plan_module
+from occlusion_widget.methods import registry
 from occlusion_widget.methods.common import map_for
+from occlusion_widget.methods.registry import METHODS
 from occlusion_widget.widget import OcclusionWidget
+from occlusion_widget.widget import plan as plan_module
 
 
 def spy(monkeypatch, name: str) -> list[dict]:
-    """Record every call of :mod:`occlusion_widget.plan`'s ``name`` (its keyword arguments, and what it returned or raised)."""
+    """Record every call of the registry method ``name`` (as the widget calls it) or of
+    :mod:`occlusion_widget.widget.plan`'s function ``name``: its keyword arguments, and what it
+    returned or raised."""
     calls: list[dict] = []
-    real = getattr(plan_module, name)
+    real = METHODS[name].function if name in METHODS else getattr(plan_module, name)
 
     def wrapper(*args, **kwargs):
         record = {"kwargs": kwargs, "outcome": None}
@@ -31,7 +43,10 @@ def spy(monkeypatch, name: str) -> list[dict]:
             raise
         return record["outcome"]
 
-    monkeypatch.setattr(plan_module, name, wrapper)
+    if name in METHODS:
+        patch_method(monkeypatch, name, wrapper)
+    else:
+        monkeypatch.setattr(plan_module, name, wrapper)
     return calls
 
 
@@ -63,6 +78,43 @@ def test_method_set_from_python_equals_the_library(make_widget, image, method, r
     assert w.status == "done" and w.map_data["method"] == "occlusion" and w.map_data["signed"] is True
 
 
+@pytest.mark.parametrize("baseline", [0.0, [0.2, 0.5, 0.8]])
+def test_integrated_gradients_in_the_widget_equals_the_library(make_widget, image, baseline) -> None:
+    model = tiny_model()
+    w = make_widget(model, image, top_k=2, mask_size=8, stride=8, ig_steps=12, ig_baseline=baseline)
+    wait_done(w)
+    tabs = [c["id"] for c in w.classes]
+    w.method = "integrated_gradients"
+    wait_done(w)
+    ref = methods.integrated_gradients(model, image, tabs, steps=12, baseline=baseline)
+    assert w.result.method == "integrated_gradients" and w.result.targets.tolist() == tabs
+    assert_close(w.result.maps, ref.maps)
+    assert_close(synced_maps(w), ref.maps)
+    assert w.map_data["signed"] is True, "IG maps have both signs: a diverging scale"
+    assert w.resolved_params["method"] == "integrated_gradients" and w.resolved_params["steps"] == 12
+    w.ig_steps = 6  # a parameter of the shown method recomputes
+    wait_done(w)
+    assert_close(w.result.maps, methods.integrated_gradients(model, image, tabs, steps=6, baseline=baseline).maps)
+
+
+def test_every_registry_parameter_trait_exists_with_the_functions_default(make_widget, image) -> None:
+    w = make_widget(tiny_model(), image, mask_size=8, stride=8)
+    traits = OcclusionWidget.class_traits()
+    for spec in METHODS.values():
+        for param in spec.params:
+            if param.trait is not None:
+                assert traits[param.trait].default() == param.default, (spec.name, param.name, param.trait)
+                assert traits[param.trait].metadata.get("sync", False) is not param.python_only, (spec.name, param.trait)
+    assert w.methods_table == registry.browser_table()
+    assert set(w.method_params("integrated_gradients")) == {"baseline", "steps", "rule", "output", "device", "top_k"}
+    with pytest.raises(traitlets.TraitError, match="ig_steps"):
+        w.ig_steps = 0
+    with pytest.raises(traitlets.TraitError, match="ig_baseline"):
+        w.ig_baseline = float("nan")
+    with pytest.raises(traitlets.TraitError, match="method"):
+        w.method = "lime"
+
+
 def test_gradient_parameters_and_explicit_targets_pass_through(make_widget, image) -> None:
     model = tiny_model()
     w = make_widget(model, image, targets=[4, 7], method="smoothgrad", n_samples=6, noise_level=0.3, gradient_output="probability")
@@ -82,7 +134,7 @@ def test_gradient_parameters_and_explicit_targets_pass_through(make_widget, imag
 
 
 def test_switching_method_mid_sweep_cancels_it(make_widget, image, monkeypatch) -> None:
-    sweeps = spy(monkeypatch, "occlusion_sensitivity")
+    sweeps = spy(monkeypatch, "occlusion")
     cams = spy(monkeypatch, "grad_cam")
     w = make_widget(tiny_model(delay=0.05), image, mask_size=8, stride=2, batch_size=2)  # 256 positions, ~6 s
     deadline = time.monotonic() + 30
@@ -176,7 +228,8 @@ def test_compare_view_aucs_equal_deletion_insertion(make_widget, image) -> None:
     wait_done(w)
     assert states[0]["status"] == "running" and states[0]["panels"][0]["deletion_auc"] is None, "'…' while pending"
     data = w.comparison_data
-    assert data["status"] == "done" and [p["method"] for p in data["panels"]] == list(methods.METHODS)
+    assert data["status"] == "done" and [p["method"] for p in data["panels"]] == list(METHODS), "a panel per method"
+    assert "integrated_gradients" in METHODS
     target = w.classes[0]["id"]
     assert data["target"] == target and data["label"] == w.classes[0]["name"]
     comparison = w.comparison
@@ -189,13 +242,13 @@ def test_compare_view_aucs_equal_deletion_insertion(make_widget, image) -> None:
         assert panel["deletion_auc"] == near(ref.deletion_auc)
         assert panel["insertion_auc"] == near(ref.insertion_auc)
         assert comparison.table.curves[panel["method"]].deletion_auc == near(ref.deletion_auc)
-        assert panel["signed"] is (panel["method"] == "occlusion")
+        assert panel["signed"] is METHODS[panel["method"]].signed and panel["title"] == METHODS[panel["method"]].title
     assert_close(comparison.map("grad_cam"), methods.grad_cam(model, image, target).maps[0])
     assert isinstance(w.result, occlusion_widget.OcclusionResult), "the main view keeps its method"
 
 
 def test_compare_view_follows_the_class_tab_and_keeps_the_sweep_it_waits_for(make_widget, image, monkeypatch) -> None:
-    sweeps = spy(monkeypatch, "occlusion_sensitivity")
+    sweeps = spy(monkeypatch, "occlusion")
     curves = spy(monkeypatch, "deletion_insertion")
     w = make_widget(tiny_model(delay=0.01), image, top_k=2, method="grad_cam", compare=True, mask_size=8, stride=2, batch_size=4)
     deadline = time.monotonic() + 30
@@ -205,10 +258,10 @@ def test_compare_view_follows_the_class_tab_and_keeps_the_sweep_it_waits_for(mak
     wait_done(w)
     assert len(sweeps) == 1 and sweeps[0]["outcome"].complete
     assert w.comparison_data["status"] == "done" and w.comparison_data["target"] == w.classes[1]["id"]
-    assert {c["kwargs"]["steps"] for c in curves} == {10} and len(curves) == 4
+    assert {c["kwargs"]["steps"] for c in curves} == {10} and len(curves) == len(METHODS), "a curve per method"
     w.selected = 0  # back: only the curves of that class are computed, no map
     wait_done(w)
-    assert len(sweeps) == 1 and len(curves) == 8
+    assert len(sweeps) == 1 and len(curves) == 2 * len(METHODS)
     assert w.comparison.target == w.classes[0]["id"]
     w.compare = False
     assert w.comparison_data == {} and w.comparison is None

@@ -2,7 +2,7 @@
 off the kernel's thread (mask previews: :mod:`.preview`).
 
 Data flows one way: the widget describes what it shows as a :class:`~occlusion_widget.widget.plan.ComputePlan` (the
-current method's maps; optionally the four methods side by side with their
+current method's maps; optionally every registered method side by side with their
 deletion / insertion AUCs, and a layer's activations) and hands it to a
 :class:`Controller`. The controller computes the plan's missing *pieces* one
 after another in ONE background thread (a :class:`~occlusion_widget.widget.runner.LatestRunner`), caches them
@@ -19,7 +19,7 @@ Guarantees
 * Stale results are never published: a publication checks, under one lock,
   that its piece belongs to the current plan; once :meth:`Controller.request`
   returns, nothing computed for an older plan is shown.
-* Partial maps (occlusion, SmoothGrad) are throttled (at most one every
+* Partial maps (of methods whose registry spec ``streams``: occlusion, SmoothGrad) are throttled (at most one every
   ``min_interval`` seconds), except the first occlusion map that covers the
   whole input, and the final one.
 * Finished pieces are cached (LRU, bounded in bytes) by model, image digest,
@@ -44,6 +44,7 @@ import numpy as np
 
 from ..engine.result import MapResult
 from ..methods import layer_activations
+from ..methods.registry import get_method
 from .plan import (
     CompareState,
     ComputePlan,
@@ -63,10 +64,6 @@ MAX_PREVIEW_PAUSE = 3.0
 
 #: How often one piece may be computed for one plan before the controller gives up on it.
 MAX_ATTEMPTS = 2
-
-#: Methods whose partial maps are worth showing (SmoothGrad's running mean; a half-done
-#: Grad-CAM or saliency is just some targets' maps, and takes well under a second anyway).
-STREAMING = ("occlusion", "smoothgrad")
 
 
 class Sink(Protocol):
@@ -240,19 +237,21 @@ class Controller:
     def _progress(self, piece: Piece, cancel: threading.Event) -> Callable:
         throttle = Throttle(self.min_interval)
         covered = False
-        method = piece.spec.method
+        spec = get_method(piece.spec.method)
+        perturbation = spec.kind == "perturbation"  # only a sweep's grid has gaps (NaN) to fill first
 
         def progress(done: int, total: int, partial: MapResult | None) -> None:
             nonlocal covered
             first_cover = False
-            if method == "occlusion" and partial is not None:
+            if perturbation and partial is not None:
                 first_cover = not covered and not np.isnan(partial.grid).any()
                 covered = covered or first_cover
             if done < total and throttle.ready(force=first_cover):
                 with self._lock:
                     plan = self._plan
                     if not cancel.is_set() and plan is not None and piece.key == plan.main.key(plan.source):
-                        shown = plan.main.shown(partial) if partial is not None and method in STREAMING else None
+                        # Partial maps only of methods whose partial maps are worth showing (spec.streams).
+                        shown = plan.main.shown(partial) if partial is not None and spec.streams else None
                         self.sink.on_partial(shown, done, total)
             # While the user drags the mask, previews come first (bounded, so the work still moves).
             limit = time.monotonic() + MAX_PREVIEW_PAUSE
@@ -315,4 +314,4 @@ class Controller:
         self.sink.on_views(compare, layers)
 
 
-__all__ = ["MAX_ATTEMPTS", "MAX_PREVIEW_PAUSE", "STREAMING", "Controller", "Sink"]
+__all__ = ["MAX_ATTEMPTS", "MAX_PREVIEW_PAUSE", "Controller", "Sink"]

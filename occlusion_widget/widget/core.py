@@ -25,8 +25,9 @@ import traitlets as t
 
 from ..engine.result import OcclusionResult
 from ..methods import AttributionResult, Comparison, LayerActivations
-from ..methods.compare import METHODS
+from ..methods.registry import METHODS, browser_table
 from ..models import ImageClassifier, load_default_model, sample_image
+from . import params as _params
 from .controller import Controller
 from .frontend import (
     SEQUENTIAL_COLORMAPS,
@@ -38,14 +39,14 @@ from .frontend import (
     result_state,
     to_png,
 )
-from .plan import CompareState, ComputePlan, LayerState, MapRequest
+from .plan import CompareState, LayerState
 from .preview import PreviewEngine
 from .runner import LatestRunner, PreparedInput
 from .snapshot import Snapshot
 from .traits import ENGINE_PARAMS, VIEW_PARAMS, WidgetTraits
 
 _PARAMS = ENGINE_PARAMS + ("targets", "top_k")
-_DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected")
+_DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected", "percentile")
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,9 +62,10 @@ class OcclusionWidget(WidgetTraits):
     (``w.stride = 8``) or from the widget's controls, and the maps are
     recomputed in a background thread while the kernel stays free.
 
-    ``method`` switches the map between occlusion and the gradient methods
-    (``"grad_cam"``, ``"saliency"``, ``"smoothgrad"``, for the same classes);
-    ``compare = True`` shows all four for the current class with their
+    ``method`` switches the map between the registered methods (occlusion and
+    ``"grad_cam"``, ``"saliency"``, ``"smoothgrad"``, ``"integrated_gradients"``,
+    for the same classes; see ``occlusion_widget.methods.registry.METHODS``);
+    ``compare = True`` shows every method for the current class with their
     deletion / insertion AUCs (:attr:`comparison`), and ``show_layers = True``
     the strongest channels of a layer (:attr:`activations`).
 
@@ -83,15 +85,16 @@ class OcclusionWidget(WidgetTraits):
         ``mask_clipping``, ``upsampling``, ``output``, ``layer``,
         ``batch_size``, ``device``, ``precision``, ``strategy``; see :func:`occlusion_sensitivity`),
         method and view traits (``method``, ``gradient_output``, ``gradcam_layer``,
-        ``n_samples``, ``noise_level``, ``compare``, ``show_layers``, ...) and
-        display traits (``opacity``, ``colormap``, ``sequential_colormap``).
+        ``n_samples``, ``noise_level``, ``ig_steps``, ``ig_baseline``, ``ig_rule``, ``compare``,
+        ``show_layers``, ...) and display traits (``opacity``, ``colormap``, ``sequential_colormap``,
+        ``percentile``).
 
     Attributes
     ----------
     result : OcclusionResult, AttributionResult or None
         The current method's latest result shown (partial while ``status == "running"``).
     comparison : Comparison or None
-        The compare view's four maps and faithfulness curves, once all are done.
+        The compare view's maps (one per method) and faithfulness curves, once all are done.
     activations : LayerActivations or None
         The layer view's channels, strongest first.
     """
@@ -124,7 +127,8 @@ class OcclusionWidget(WidgetTraits):
         self._source = PreparedInput.prepare(model if model is not None else _default_model(),
                                       image if image is not None else sample_image())
         super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k, colormaps=colormap_tables(),
-                         sequential_colormaps=colormap_tables(SEQUENTIAL_COLORMAPS), **params)
+                         sequential_colormaps=colormap_tables(SEQUENTIAL_COLORMAPS), methods_table=browser_table(),
+                         **params)
         self.on_msg(self._on_custom_msg)
         self._ready = True
         self._source_changed()
@@ -156,8 +160,8 @@ class OcclusionWidget(WidgetTraits):
 
     @property
     def comparison(self) -> Comparison | None:
-        """The compare view (``compare=True``) once its maps and curves are done: the four
-        methods' results and a :class:`FaithfulnessTable` for the current class."""
+        """The compare view (``compare=True``) once its maps and curves are done: every
+        method's result and a :class:`FaithfulnessTable` for the current class."""
         compare = self._views[0]
         return compare.comparison(self._source.x.cpu().numpy()) if compare is not None else None
 
@@ -188,26 +192,13 @@ class OcclusionWidget(WidgetTraits):
 
     def engine_params(self) -> dict[str, Any]:
         """The keyword arguments the next sweep passes to :func:`occlusion_sensitivity`."""
-        params = {name: getattr(self, name) for name in ENGINE_PARAMS}
-        if self.targets is not None:
-            params["targets"] = list(self.targets)
-        else:
-            params["top_k"] = self.top_k
-        return params
+        return _params.engine_params(self)
 
     def method_params(self, method: str | None = None) -> dict[str, Any]:
         """The keyword arguments the widget passes to ``method``'s function (default: the current
-        method): :func:`occlusion_sensitivity`, :func:`grad_cam`, :func:`saliency` or :func:`smoothgrad`."""
-        method = method or self.method
-        if method == "occlusion":
-            return self.engine_params()
-        params: dict[str, Any] = {"output": self.gradient_output, "device": self.device}
-        params.update({"targets": list(self.targets)} if self.targets is not None else {"top_k": self.top_k})
-        if method == "grad_cam":
-            params["layer"] = self.gradcam_layer
-        elif method == "smoothgrad":
-            params.update(n_samples=self.n_samples, noise_level=self.noise_level)
-        return params
+        method; see ``occlusion_widget.methods.registry.METHODS``): each parameter fed by a trait,
+        the classes (``targets`` or ``top_k``) and ``device``."""
+        return _params.method_params(self, method or self.method)
 
     def wait(self, timeout: float | None = None) -> OcclusionResult | AttributionResult | None:
         """Block until the background work ends (maps, compare and layer views); returns :attr:`result`."""
@@ -230,40 +221,17 @@ class OcclusionWidget(WidgetTraits):
         """
         if force:
             self._controller.cache.clear()
-        self._controller.request(self._plan())
-
-    def _map_spec(self, method: str) -> MapRequest:
-        params = self.method_params(method)
-        if method == "occlusion":
-            return MapRequest(method, {k: v for k, v in params.items() if k != "upsampling"}, params["upsampling"])
-        error = None
-        if self.layer is not None:
-            error = f"layer={self.layer!r} explains a layer's channels, which only occlusion does; set layer=None for {method}"
-        return MapRequest(method, params, error=error)
-
-    def _plan(self) -> ComputePlan:
-        specs = {m: self._map_spec(m) for m in METHODS}
-        compare = tuple(specs.values()) if self.compare else ()
-        if self.compare and self.layer is not None:  # the curves score classes, not a layer's channels
-            compare = tuple(MapRequest(m, {}, error=f"layer={self.layer!r}: the compare view explains classes; set layer=None")
-                            for m in METHODS)
-        curve = {"steps": self.compare_steps, "mask_value": self.mask_value, "mask_size": self.mask_size, "device": self.device}
-        layer_view = {"layer": self.activation_layer, "strength": self.layer_strength, "top": self.layer_channels, "device": self.device}
-        return ComputePlan(
-            self._source, specs[self.method], compare, self.selected, curve,
-            layer_list=self.method == "grad_cam" or self.compare or self.show_layers,
-            activations=layer_view if self.show_layers else None,
-        )
+        self._controller.request(_params.compute_plan(self, self._source))
 
     def computed_results(self) -> dict[str, OcclusionResult | AttributionResult]:
         """Every method whose complete maps are cached for the current model, image, classes and
         parameters, keyed by method name (the current method included once it is done), as shown."""
         out = {}
         for method in METHODS:
-            spec = self._map_spec(method)
-            result = None if spec.error else self._controller.cache.peek(spec.key(self._source))
+            request = _params.map_request(self, method)
+            result = None if request.error else self._controller.cache.peek(request.key(self._source))
             if result is not None and result.complete:
-                out[method] = spec.shown(result)
+                out[method] = request.shown(result)
         return out
 
     def request_preview(self, x: float, y: float, wait: bool = True) -> dict:
@@ -275,14 +243,21 @@ class OcclusionWidget(WidgetTraits):
         return self.preview
 
     def save_png(self, path: str | PathLike, dpi: int = 100) -> None:
-        """Save the maps over the image with class titles (current colormap and opacity)."""
+        """Save the maps over the image with class titles (current colormap, opacity and percentile)."""
         from ..render import save_figure
 
         if self._result is None or not self._result.complete:
             self.wait()
         if self._result is None:
             raise RuntimeError(f"no maps to save: {self.error or 'nothing was computed'}")
-        save_figure(self._result, path, dpi=dpi, cmap=self.colormap, alpha=self.opacity)
+        save_figure(self._result, path, dpi=dpi, **self.figure_options())
+
+    def figure_options(self) -> dict[str, Any]:
+        """The keyword arguments :func:`occlusion_widget.render.figure` gets to draw what the widget shows."""
+        options: dict[str, Any] = {"cmap": self.colormap, "alpha": self.opacity}
+        if self.percentile is not None:
+            options["percentile"] = self.percentile
+        return options
 
     def save_html(self, path: str | PathLike) -> pathlib.Path:
         """Save the widget as one self-contained HTML file: the maps, tabs, computed methods, compare
@@ -367,13 +342,7 @@ class OcclusionWidget(WidgetTraits):
             self.fill_png = to_png(answer.fill)
         layer = self.layer
         label = (lambda i: f"{layer}[{i}]") if layer else self._source.classifier.label  # as the engine names them
-        self.preview = {
-            "seq": seq, "x": x, "y": y, "box": list(answer.box), "output": self.output,
-            "base": [{"id": i, "name": label(i), "score": s} for i, s in answer.base],
-            "occluded": [{"id": i, "name": label(i), "score": s} for i, s in answer.occluded],
-            "targets": [{"id": i, "base": b, "occluded": o} for i, b, o in answer.targets],
-            "elapsed_ms": round(answer.elapsed_s * 1000, 1),
-        }
+        self.preview = answer.state(x, y, label, self.output)
 
     # --- the sink: called by the Controller (under its lock, from any thread) ------------------
 

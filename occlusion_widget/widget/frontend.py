@@ -33,6 +33,7 @@ bytes, shapes, ranges, class names); :func:`comparison_state` and
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from importlib import resources
@@ -41,9 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.result import OcclusionResult
-from ..methods import AttributionResult
-from ..methods.compare import TITLES
+from ..engine import MapResult, OcclusionResult
+from ..methods.registry import METHODS, get_method
 
 if TYPE_CHECKING:
     from .plan import CompareState, LayerState
@@ -53,7 +53,7 @@ MODULES = ("throttle.js", "decode.js", "colormap.js", "geometry.js", "methods.js
            "compare.js", "layers.js", "widget.js")
 CSS = "widget.css"
 
-#: Diverging colormaps offered in the widget for signed maps (occlusion), matplotlib names.
+#: Diverging colormaps offered in the widget for signed maps (occlusion, Integrated Gradients), matplotlib names.
 COLORMAPS = ("RdBu_r", "coolwarm", "bwr", "seismic", "PiYG")
 #: Sequential colormaps for non-negative maps (gradient methods) and layer activations.
 SEQUENTIAL_COLORMAPS = ("inferno", "magma", "viridis", "cividis", "Greys_r")
@@ -135,13 +135,51 @@ def _range(m: np.ndarray) -> list[float]:
     return [float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0]
 
 
-def is_signed(result: OcclusionResult | AttributionResult) -> bool:
-    """Occlusion maps are signed (diverging scale around 0); the gradient methods' are
-    non-negative (sequential scale from 0), as in :func:`occlusion_widget.render.figure`."""
-    return getattr(result, "method", "occlusion") == "occlusion" or bool(np.nanmin(result.maps) < 0)
+def is_signed(result: MapResult) -> bool:
+    """Whether ``result``'s maps get a diverging scale around 0: the method's ``signed`` in the
+    registry (occlusion, Integrated Gradients); a result of an unregistered method: any value < 0.
+    As in :func:`occlusion_widget.render.figure`."""
+    spec = METHODS.get(getattr(result, "method", None))
+    if spec is not None:
+        return spec.signed
+    return bool(np.nanmin(result.maps) < 0) if np.isfinite(result.maps).any() else False
 
 
-def result_state(result: OcclusionResult | AttributionResult, version: int) -> dict[str, Any]:
+def _jsonable(value: Any) -> Any:
+    """A resolved parameter as JSON: tuples and arrays as lists, numpy scalars as numbers, callables by name."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return getattr(value, "__name__", str(value))
+
+
+def resolved_params(result: MapResult) -> dict[str, Any]:
+    """What the method's parameters resolved to ("auto" replaced by numbers), its ``method`` and the
+    raw map's ``grid`` shape: every field of ``result.params``, JSON-able (the caption reads them)."""
+    params = result.params
+    fields = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(vars(params))
+    state = {name: _jsonable(value) for name, value in fields.items()}
+    state.update(method=getattr(result, "method", "occlusion"), grid=list(result.grid.shape[1:]))
+    return state
+
+
+def _worst(result: MapResult) -> list[list[int]]:
+    """Per target, the engine's :meth:`~occlusion_widget.engine.MapResult.worst_position` (y, x):
+    occlusion's mask centre that lowers the class most, another method's map peak; [] while unknown."""
+    if isinstance(result, OcclusionResult) and not result.computed.any():
+        return []
+    try:
+        return [list(map(int, result.worst_position(k))) for k in range(len(result.targets))]
+    except ValueError:  # a map without a finite value yet
+        return []
+
+
+def result_state(result: MapResult, version: int) -> dict[str, Any]:
     """The synced traits for one (partial or final) result.
 
     ``map_data`` carries the maps as raw float32 little-endian bytes in C order
@@ -149,49 +187,27 @@ def result_state(result: OcclusionResult | AttributionResult, version: int) -> d
     the method and whether the scale is ``signed``; ``worst`` is, for
     occlusion, the centre (y, x) of the mask position that lowers each class
     most (a mask centred there covers exactly the sweep's box), for the
-    gradient methods the map's peak. ``classes`` holds id, name and the
+    other methods the map's peak. ``classes`` holds id, name and the
     unoccluded score (in ``resolved_params.output``) per map.
     """
     maps = np.ascontiguousarray(result.maps, dtype="<f4")
-    method = getattr(result, "method", "occlusion")
-    state = {
+    n = len(result.targets)
+    if isinstance(result, OcclusionResult):
+        computed = [int(result.computed.sum()), int(result.computed.size)]
+    else:
+        computed = [n, n] if result.complete else [0, n]
+    return {
         "map_data": {
-            "data": maps.tobytes(), "shape": list(maps.shape), "range": [_range(m) for m in maps], "worst": [],
-            "complete": bool(result.complete), "method": method, "signed": is_signed(result), "version": version,
+            "data": maps.tobytes(), "shape": list(maps.shape), "range": [_range(m) for m in maps],
+            "worst": _worst(result), "complete": bool(result.complete), "method": getattr(result, "method", "occlusion"),
+            "signed": is_signed(result), "version": version, "computed": computed,
         },
         "classes": [
             {"id": int(c), "name": result.labels[i] if result.labels else f"class {int(c)}", "score": float(result.base_scores[i])}
             for i, c in enumerate(result.targets)
         ],
+        "resolved_params": resolved_params(result),
     }
-    if isinstance(result, AttributionResult):
-        p = result.params
-        for m in maps:
-            y, x = np.unravel_index(int(np.nanargmax(m)), m.shape) if np.isfinite(m).any() else (0, 0)
-            state["map_data"]["worst"].append([int(y), int(x)])
-        state["map_data"]["computed"] = [len(result.targets), len(result.targets)] if result.complete else [0, len(result.targets)]
-        state["resolved_params"] = {
-            "method": method, "output": p.output, "upsampling": p.upsampling, "layer": p.layer, "n_samples": p.n_samples,
-            "noise_level": p.noise_level, "device": p.device, "grid": list(result.grid.shape[1:]),
-        }
-        return state
-    p = result.params
-    worst = state["map_data"]["worst"]
-    if result.computed.any():
-        for k in range(len(result.targets)):
-            region = result.most_important(k)
-            if p.mask_clipping:  # the lattice point: the mask box there is the one the sweep used
-                worst.append([region.index[0] * p.stride[0], region.index[1] * p.stride[1]])
-            else:
-                worst.append([int(region.box[0]) + p.mask_size[0] // 2, int(region.box[1]) + p.mask_size[1] // 2])
-    state["map_data"]["computed"] = [int(result.computed.sum()), int(result.computed.size)]
-    state["resolved_params"] = {
-        "method": method, "mask_size": list(p.mask_size), "stride": list(p.stride),
-        "mask_value": p.mask_value if isinstance(p.mask_value, str) else [float(v) for v in np.ravel(p.mask_value)],
-        "mask_clipping": bool(p.mask_clipping), "upsampling": p.upsampling, "output": p.output,
-        "batch_size": int(p.batch_size), "device": p.device, "grid": list(result.grid.shape[1:]),
-    }
-    return state
 
 
 def _overall(statuses: list[str]) -> str:
@@ -206,9 +222,10 @@ def comparison_state(state: CompareState) -> dict[str, Any]:
     range, whether its scale is signed, and the deletion / insertion AUCs (None while pending)."""
     panels = []
     for p in state.panels:
-        panel: dict[str, Any] = {"method": p.method, "title": TITLES.get(p.method, p.method), "status": p.status,
+        spec = get_method(p.method)
+        panel: dict[str, Any] = {"method": p.method, "title": spec.title, "status": p.status,
                                  "curve_status": p.curve_status, "error": p.error, "data": b"", "shape": [0, 0],
-                                 "range": [0.0, 0.0], "signed": p.method == "occlusion", "deletion_auc": None, "insertion_auc": None}
+                                 "range": [0.0, 0.0], "signed": spec.signed, "deletion_auc": None, "insertion_auc": None}
         if p.result is not None and state.target is not None and state.target in p.result.targets:
             m = np.ascontiguousarray(p.result.maps[int(np.flatnonzero(p.result.targets == state.target)[0])], dtype="<f4")
             panel.update(data=m.tobytes(), shape=list(m.shape), range=_range(m), signed=is_signed(p.result),

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..engine import occlusion_sensitivity
-from ..engine.grid import MaskGrid, lattice_steps, resolve_pair
+from ..engine import MapResult, resolve_sizes
+from ..engine.grid import MaskGrid, lattice_steps
 from ..engine.inputs import resolve_device
-from ..engine.result import MapResult
 from ..methods import (
     Cancelled,
     Comparison,
@@ -27,17 +26,15 @@ from ..methods import (
     LayerActivations,
     default_layer,
     deletion_insertion,
-    grad_cam,
-    saliency,
-    smoothgrad,
     spatial_layers,
 )
-from ..methods.common import map_for
+from ..methods.registry import get_method
 from .runner import PreparedInput, ResultCache, freeze
 
 #: Bounds of the batch size the widget picks on CPU when the user gives none
 #: (see :func:`responsive_batch`).
 CPU_BATCH_RANGE = (8, 24)
+
 
 def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
     """A CPU batch size that puts the first full-coverage map on screen early.
@@ -52,8 +49,7 @@ def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
     """
     lo, hi = CPU_BATCH_RANGE
     try:
-        mask = resolve_pair(params.get("mask_size", "auto"), "mask_size", shape, 0.2)
-        stride = resolve_pair(params.get("stride", "auto"), "stride", shape, 0.1)
+        mask, stride = resolve_sizes(shape, params.get("mask_size", "auto"), params.get("stride", "auto"))
         gy, gx = MaskGrid.build(shape, mask, stride, bool(params.get("mask_clipping", True))).shape
     except (ValueError, TypeError):
         return None
@@ -70,22 +66,23 @@ class MapRequest:
     """One method's maps for all targets.
 
     ``params`` are the method function's keyword arguments (``targets`` or
-    ``top_k`` included); occlusion's ``upsampling`` is kept apart and applied to
-    the cached sweep, so switching it never recomputes. ``error``: why the
-    widget cannot ask for this map (published as the error instead).
+    ``top_k`` included); ``upsampling``, a display parameter of the method
+    (``MethodSpec.display_params``), is kept apart and applied to the cached
+    result, so switching it never recomputes (None: the method's own).
+    ``error``: why the widget cannot ask for this map (published as the error instead).
     """
 
     method: str
     params: dict = field(hash=False)
-    upsampling: str = "bicubic"
+    upsampling: str | None = None
     error: str | None = None
 
     def key(self, source: PreparedInput) -> Hashable:
         return source.key("map", self.method, freeze(self.params), self.error)
 
     def shown(self, result: MapResult) -> MapResult:
-        """The result as displayed: occlusion sweeps with this spec's upsampling."""
-        if self.method != "occlusion" or result.params.upsampling == self.upsampling:
+        """The result as displayed: with this request's upsampling, if it sets one."""
+        if self.upsampling is None or result.params.upsampling == self.upsampling:
             return result
         return result.with_upsampling(self.upsampling)
 
@@ -146,31 +143,36 @@ class Piece:
     spec: Any = None
 
 
-def compute_map(source: PreparedInput, spec: MapRequest, progress: Callable, cancel: threading.Event) -> MapResult | None:
-    """One method's maps (None when cancelled): the engine or :mod:`occlusion_widget.methods`."""
-    if spec.error:
-        raise ValueError(spec.error)
-    params = dict(spec.params)
-    model, x = source.classifier, source.x
-    if spec.method == "occlusion":
-        if params.get("batch_size") is None and resolve_device(params.get("device", "auto")).type == "cpu":
-            params["batch_size"] = responsive_batch(tuple(x.shape[1:]), params)
-        result = occlusion_sensitivity(model, x, upsampling=spec.upsampling, progress=progress, cancel=cancel, **params)
-        return result if result.complete else None  # cancelled: the partial map stays as last published
-    function = {"grad_cam": grad_cam, "saliency": saliency, "smoothgrad": smoothgrad}[spec.method]
-    try:
-        return function(model, x, progress=progress, cancel=cancel, **params)
-    except Cancelled:
-        return None
+def compute_map(source: PreparedInput, request: MapRequest, progress: Callable,
+                cancel: threading.Event) -> MapResult | None:
+    """One method's maps through its registry function; None when cancelled.
+
+    The methods' one cancellation contract (see :class:`~occlusion_widget.engine.MapResult`):
+    on ``cancel`` a method returns what it has with ``complete=False``; only complete
+    results are kept (the partial map stays as last published).
+    """
+    if request.error:
+        raise ValueError(request.error)
+    spec = get_method(request.method)
+    params = dict(request.params)
+    if request.upsampling is not None:
+        params["upsampling"] = request.upsampling
+    x = source.x
+    if spec.kind == "perturbation" and params.get("batch_size") is None \
+            and resolve_device(params.get("device", "auto")).type == "cpu":
+        params["batch_size"] = responsive_batch(tuple(x.shape[1:]), params)  # partial maps arrive early
+    result = spec.function(source.classifier, x, progress=progress, cancel=cancel, **params)
+    return result if result.complete else None
 
 
 def compute_curve(source: PreparedInput, result: MapResult, target: int, params: dict,
                   cancel: threading.Event) -> FaithfulnessCurve | None:
-    """Deletion and insertion curves of ``result``'s map for ``target`` (None when cancelled)."""
+    """Deletion and insertion curves of ``result``'s map for ``target`` (None when cancelled: the
+    curves are no method and raise :class:`Cancelled`)."""
     if result.maps.shape[-2:] != tuple(source.x.shape[1:]):
         result = result.with_upsampling("nearest")  # occlusion with upsampling "none": one cell per position
     try:
-        return deletion_insertion(source.classifier, source.x, map_for(result, target), target, cancel=cancel, **params)
+        return deletion_insertion(source.classifier, source.x, result.map_of(target), target, cancel=cancel, **params)
     except Cancelled:
         return None
 

@@ -1,57 +1,29 @@
-"""Mask preview: the scores with one mask at a given position (about one forward pass).
+"""Mask preview: the scores with one mask at a given position (one forward pass).
 
 The widget runs previews on their own thread (a :class:`~occlusion_widget.widget.runner.LatestRunner`)
-while a sweep runs on another. Two things are shared between the threads:
-
-* forward hooks belong to a module, not a thread, but the engine's layer hook
-  (``layer=``, see ``score_function``) captures only the calling thread's own
-  forward pass, so a preview and a ``layer=`` sweep can run the same module at
-  the same time;
-* torch.fx patches ``nn.Module.__call__`` process-wide while it traces a model
-  (the sweep's incremental path does, once per model): a forward pass in
-  another thread meanwhile fails or corrupts the trace. The engine traces
-  under a lock, and a preview's forward pass takes the same lock.
+while a sweep may run the same module on another. The engine makes that safe
+(:func:`~occlusion_widget.engine.score_occluded` runs through ``prepared_module``,
+its layer hook captures only the calling thread's forward pass, and tracing does
+not patch ``nn.Module.__call__`` for other threads; see ``tests/test_tracing_threads.py``).
+Everything numeric comes from the engine: the mask size (:func:`resolve_sizes`), the
+box (:func:`mask_box`), the scores (:func:`score_occluded`) and the fill shown
+(:func:`resolve_fill`). This module only caches and formats.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..engine.grid import resolve_pair
-from ..engine.incremental import TRACE_LOCK  # see the module docstring
-from ..engine.inputs import resolve_device, resolve_fill, score_function
+from ..engine import mask_box, resolve_sizes, score_occluded
+from ..engine.inputs import resolve_fill
 from .runner import PreparedInput, freeze
-
-
-def mask_box(cy: float, cx: float, mask: tuple[int, int], shape: tuple[int, int], clipping: bool) -> tuple[int, int, int, int]:
-    """``[y0, x0, y1, x1)`` of a mask centred at pixel (cy, cx).
-
-    Same rule as the sweep: the mask starts at ``c - m // 2``. With clipping
-    it is cut to the image; without, it is moved inside (always full size).
-    A centre outside the image is first moved to its nearest pixel, so the box
-    is never empty or inverted. Mirrored by ``maskBox`` in ``js/geometry.js``.
-    """
-    out = []
-    for c, m, n in zip((cy, cx), mask, shape):
-        if not math.isfinite(c):
-            raise ValueError(f"preview: the mask centre (y={cy!r}, x={cx!r}) must be finite pixel coordinates")
-        c = min(max(c, 0.0), n - 1.0)
-        m = min(int(m), n)
-        start = math.floor(c + 0.5) - m // 2  # round half up, like Math.round
-        if clipping:
-            out.append((max(start, 0), min(start + m, n)))
-        else:
-            start = min(max(start, 0), n - m)
-            out.append((start, start + m))
-    (y0, y1), (x0, x1) = out
-    return y0, x0, y1, x1
 
 
 @dataclass(frozen=True)
@@ -66,62 +38,70 @@ class Preview:
     fill: np.ndarray | None  # the (C, H, W) replacement values when they changed, else None
     elapsed_s: float
 
+    def state(self, x: float, y: float, label: Callable[[int], str], output: str) -> dict[str, Any]:
+        """The synced ``preview`` trait: the box, top-5 lists and the targets' scores, with names."""
+        named = lambda pairs: [{"id": i, "name": label(i), "score": s} for i, s in pairs]
+        return {
+            "seq": self.seq, "x": x, "y": y, "box": list(self.box), "output": output,
+            "base": named(self.base), "occluded": named(self.occluded),
+            "targets": [{"id": i, "base": b, "occluded": o} for i, b, o in self.targets],
+            "elapsed_ms": round(self.elapsed_s * 1000, 1),
+        }
+
 
 class PreviewEngine:
-    """Scores the input with one mask at a given position (about one forward pass)."""
+    """Scores the input with one mask at a given position; keeps the unoccluded scores and the
+    fill picture of the last parameters, so a drag costs one forward pass per position."""
 
     def __init__(self) -> None:
-        self._fills: dict[Hashable, torch.Tensor] = {}
-        self._base: dict[Hashable, torch.Tensor] = {}
+        self._fills: dict[Hashable, np.ndarray] = {}
+        self._base: dict[Hashable, np.ndarray] = {}
         self._last_fill_key: Hashable = None
         self._lock = threading.Lock()
 
-    @torch.inference_mode()
     def compute(self, source: PreparedInput, seq: int, cy: float, cx: float, params: dict, k: int = 5) -> Preview:
         """Scores with the mask centred at pixel (cy, cx); ``params`` are the
         sweep's engine parameters (``targets`` or ``top_k`` pick the classes
         whose scores come back in ``Preview.targets``)."""
         start = time.perf_counter()
         x = source.x
-        shape = tuple(x.shape[1:])
-        mask = resolve_pair(params.get("mask_size", "auto"), "mask_size", shape, 0.2)  # type: ignore[arg-type]
-        if any(m > n for m, n in zip(mask, shape)):
-            raise ValueError(f"mask_size={mask} is larger than the input {shape}")
-        box = mask_box(cy, cx, mask, shape, bool(params.get("mask_clipping", True)))
-        module = source.classifier.module.eval()
-        device = resolve_device(params.get("device", "auto"))
-        score, _ = score_function(module, params.get("output", "probability"), params.get("layer"), False)
+        shape = (int(x.shape[1]), int(x.shape[2]))
+        mask_value = params.get("mask_value", "auto")
+        mask, _ = resolve_sizes(shape, params.get("mask_size", "auto"))
+        box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
+        scoring = {name: params[name] for name in ("output", "layer", "device", "precision") if name in params}
         with self._lock:
-            fill_key = (source.digest, freeze(params.get("mask_value", "auto")), mask)
+            fill_key = (source.digest, freeze(mask_value), mask)
             fill = self._fills.get(fill_key)
-            if fill is None:
-                fill, _ = resolve_fill(params.get("mask_value", "auto"), x, mask)
-                self._fills = {fill_key: fill}
             fill_changed = fill_key != self._last_fill_key
             self._last_fill_key = fill_key
-            base_key = (id(module), source.digest, str(params.get("output")), params.get("layer"), str(device), params.get("precision"))
+            base_key = (id(source.classifier.module), source.digest, freeze(scoring))
             base = self._base.get(base_key)
-        y0, x0, y1, x1 = box
-        occluded = x.clone()
-        occluded[:, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
-        batch = occluded[None] if base is not None else torch.stack([x, occluded])
-        module.to(device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.get("precision") == "bfloat16")
-        with TRACE_LOCK, autocast:
-            scores = score(batch.to(device)).float().cpu()
+        if fill is None:  # the picture of what hides the region, for the browser's preview image
+            with torch.inference_mode():
+                fill = resolve_fill(mask_value, x, mask)[0].cpu().numpy()
+            with self._lock:
+                self._fills = {fill_key: fill}
+        new_base, scores = score_occluded(source.classifier, x, [box], mask_value=mask_value, mask_size=mask,
+                                          with_base=base is None, **scoring)
         if base is None:
-            base = scores[0]
+            base = new_base
             with self._lock:
                 self._base = {base_key: base}
-        after = scores[-1]
-        kk = min(k, base.numel())
+        after = scores[0]
+        n = base.shape[0]
         targets = params.get("targets")
         if targets is None:
-            targets = base.topk(min(int(params.get("top_k") or 1), base.numel())).indices.tolist()
-        top = lambda s: [(int(i), float(s[i])) for i in s.topk(kk).indices]
+            targets = _top(base, min(int(params.get("top_k") or 1), n))
         return Preview(
-            seq=seq, box=box, base=top(base), occluded=top(after),
-            targets=[(int(t), float(base[t]), float(after[t])) for t in targets if 0 <= t < base.numel()],
-            fill=fill.cpu().numpy() if fill_changed else None,
+            seq=seq, box=box, base=[(i, float(base[i])) for i in _top(base, min(k, n))],
+            occluded=[(i, float(after[i])) for i in _top(after, min(k, n))],
+            targets=[(int(t), float(base[t]), float(after[t])) for t in targets if 0 <= t < n],
+            fill=fill if fill_changed else None,
             elapsed_s=time.perf_counter() - start,
         )
+
+
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    """The indices of the ``k`` largest scores, largest first (ties: the lower index first)."""
+    return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]

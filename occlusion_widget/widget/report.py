@@ -130,9 +130,9 @@ def report_data(widget: Any) -> dict:
     state = _synced_state(widget)
     for name in methods.get(widget.method, {}):  # the shim takes the current method's maps from `methods`
         state.pop(name, None)
-    occlusion = (widget.computed_results() if hasattr(widget, "computed_results") else {}).get("occlusion")
-    if occlusion is None and isinstance(result, OcclusionResult):
-        occlusion = result
+    computed = widget.computed_results() if hasattr(widget, "computed_results") else {}
+    # The preview snaps to a sweep's mask positions: the first perturbation result computed.
+    occlusion = next((r for r in (*computed.values(), result) if isinstance(r, OcclusionResult)), None)
     layer = widget.layer
     label = (lambda i: f"{layer}[{i}]") if layer else widget.model.label
     table = preview_table(occlusion, label) if occlusion is not None else None

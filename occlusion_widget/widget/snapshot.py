@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from ..engine.result import OcclusionResult
@@ -59,10 +60,7 @@ class Owner(Protocol):
 
     @property
     def result(self) -> OcclusionResult | AttributionResult | None: ...
-    @property
-    def colormap(self) -> str: ...
-    @property
-    def opacity(self) -> float: ...
+    def figure_options(self) -> dict[str, Any]: ...
     @property
     def classes(self) -> list[dict]: ...
     def wait(self, timeout: float | None = None) -> Any: ...
@@ -74,7 +72,7 @@ class Snapshot:
     def __init__(self, owner: Owner):
         self._owner = owner
         self._handles: list[Any] = []
-        self._cache: tuple[int, bytes] | None = None
+        self._cache: tuple[Hashable, bytes] | None = None
         self._shown: int | None = None  # id() of the result the static outputs show
         self._lock = threading.Lock()
         self._runner = LatestRunner(self._update, "occlusion-snapshot")
@@ -86,11 +84,12 @@ class Snapshot:
         result = result or self._owner.result
         if result is None or not result.complete:
             return None
-        key = id(result)
+        options = self._owner.figure_options()  # colormap, opacity, percentile: as the widget shows it
+        key = (id(result), tuple(sorted(options.items())))
         with self._lock:
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        png = figure_png(result, cmap=self._owner.colormap, alpha=self._owner.opacity)
+        png = figure_png(result, **options)
         with self._lock:
             self._cache = (key, png)
         return png

@@ -14,7 +14,8 @@ import traitlets as t
 from ..engine.incremental import STRATEGIES
 from ..engine.result import UPSAMPLING
 from ..engine.sweep import PRECISIONS
-from ..methods.compare import METHODS
+from ..methods.integrated_gradients import RULES
+from ..methods.registry import METHODS
 from .frontend import COLORMAPS, SEQUENTIAL_COLORMAPS
 
 STATUSES = ("idle", "running", "done", "cancelled", "error")
@@ -22,12 +23,16 @@ OUTPUTS = ("probability", "logit")
 #: Engine keyword arguments the widget forwards (everything but model, image, targets/top_k).
 ENGINE_PARAMS = ("mask_size", "stride", "mask_value", "mask_clipping", "upsampling", "output", "layer",
                  "batch_size", "device", "precision", "strategy")
-#: Traits of the gradient methods and of the compare and layer views (all change what is computed).
-VIEW_PARAMS = ("method", "gradient_output", "gradcam_layer", "n_samples", "noise_level", "compare", "compare_steps",
-               "show_layers", "activation_layer", "layer_channels", "layer_strength")
+#: The compare and layer views' traits (they change what is computed, as method parameters do).
+_VIEWS = ("compare", "compare_steps", "show_layers", "activation_layer", "layer_channels", "layer_strength")
+#: Traits of the methods (every registry parameter's trait that is not an engine parameter) and of the views.
+VIEW_PARAMS = ("method",) + tuple(dict.fromkeys(
+    p.trait for spec in METHODS.values() for p in spec.params if p.trait and p.trait not in ENGINE_PARAMS)) + _VIEWS
 #: Float traits that must hold finite numbers, and what is allowed (a NaN never equals itself: it defeats caches).
 _FINITE = {"mask_value": "'auto', 'blur', a finite number or one finite number per channel",
-           "opacity": "a finite number in [0, 1]", "noise_level": "a finite number >= 0"}
+           "opacity": "a finite number in [0, 1]", "noise_level": "a finite number >= 0",
+           "ig_baseline": "a finite number or one finite number per channel",
+           "percentile": "None or a finite number in (0, 100]"}
 
 
 def _finite(name: str, value: Any) -> Any:
@@ -66,12 +71,17 @@ class WidgetTraits(anywidget.AnyWidget):
                                                "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
 
     # --- method, gradient parameters, compare and layer views ----------------------------------
-    method = t.Enum(METHODS, "occlusion", help="The map shown: 'occlusion', 'grad_cam', 'saliency' or 'smoothgrad' (same classes).").tag(sync=True)
+    method = t.Enum(tuple(METHODS), "occlusion", help="The map shown (same classes): " + ", ".join(map(repr, METHODS))
+                    + ".").tag(sync=True)
     gradient_output = t.Enum(OUTPUTS, "logit", help="The score the gradient methods differentiate (the logit is customary).").tag(sync=True)
     gradcam_layer = t.Unicode(None, allow_none=True, help="Grad-CAM's layer (a module name); None: the last spatial layer.").tag(sync=True)
     n_samples = t.Int(25, min=1, help="SmoothGrad: noisy copies averaged.").tag(sync=True)
     noise_level = t.Float(0.15, min=0.0, help="SmoothGrad: noise sd as a fraction of the input's value range.").tag(sync=True)
-    compare = t.Bool(False, help="Show the four methods for the current class with deletion / insertion AUCs.").tag(sync=True)
+    ig_baseline = t.Union([t.Float(), t.List(t.Float())], default_value=0.0, help="Integrated Gradients: the path's "
+                          "start, a number (0 = black) or one per channel.").tag(sync=True)
+    ig_steps = t.Int(50, min=1, help="Integrated Gradients: points on the path.").tag(sync=True)
+    ig_rule = t.Enum(RULES, "gausslegendre", help="Python only: Integrated Gradients' quadrature rule.")
+    compare = t.Bool(False, help="Show every method for the current class with deletion / insertion AUCs.").tag(sync=True)
     compare_steps = t.Int(10, min=1, help="Python only: steps of the compare view's deletion / insertion curves.")
     show_layers = t.Bool(False, help="Show the layer view: a layer's strongest channels for the image.").tag(sync=True)
     activation_layer = t.Unicode(None, allow_none=True, help="The layer view's layer (a module name); None: Grad-CAM's default layer.").tag(sync=True)
@@ -95,11 +105,15 @@ class WidgetTraits(anywidget.AnyWidget):
     preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
 
     # --- view state (set by the browser, saved with the notebook) ----------------------------
+    methods_table = t.List(t.Dict(), help="The methods (registry.browser_table()): names, titles, kinds, parameters; "
+                           "sent once.").tag(sync=True)
     colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)}, from matplotlib; sent once.").tag(sync=True)
     colormap = t.Unicode("RdBu_r", help="The diverging colormap of occlusion maps (a key of colormaps).").tag(sync=True)
     sequential_colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)} for non-negative maps; sent once.").tag(sync=True)
     sequential_colormap = t.Unicode("inferno", help="The colormap of non-negative maps (gradients, activations).").tag(sync=True)
     opacity = t.Float(0.6, min=0.0, max=1.0, help="Opacity of the heatmap over the image.").tag(sync=True)
+    percentile = t.Float(None, allow_none=True, help="Colour scale limit: this percentile of |map| (None: the "
+                         "largest value); in (0, 100].").tag(sync=True)
     selected = t.Int(0, help="The class tab shown (an index into classes).").tag(sync=True)
     preview_request = t.Dict(help="{x, y, seq}: the mask centre in image pixels; the kernel answers in preview.").tag(sync=True)
 
@@ -117,9 +131,16 @@ class WidgetTraits(anywidget.AnyWidget):
             raise t.TraitError(f"mask_value={value!r} is not allowed; use 'auto', 'blur', a number or one per channel")
         return _finite("mask_value", value)
 
-    @t.validate("opacity", "noise_level")  # (one validator per trait: mask_value's checks this too)
+    @t.validate("opacity", "noise_level", "ig_baseline")  # (one validator per trait: mask_value's checks this too)
     def _validate_finite(self, proposal: dict) -> Any:
         return _finite(proposal["trait"].name, proposal["value"])
+
+    @t.validate("percentile")
+    def _validate_percentile(self, proposal: dict) -> Any:
+        value = proposal["value"]
+        if value is not None and not (math.isfinite(value) and 0.0 < value <= 100.0):
+            raise t.TraitError(f"percentile={value!r} is not allowed; use {_FINITE['percentile']}")
+        return value
 
     @t.validate("colormap", "sequential_colormap")
     def _validate_colormap(self, proposal: dict) -> str:
