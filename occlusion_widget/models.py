@@ -16,7 +16,7 @@ from torch import nn
 # The wrapper lives in the engine (which imports nothing above it); re-exported here for old imports.
 from .engine.classifier import (
     ImageClassifier,
-    ImageLike,
+    ImageLike,  # noqa: F401 (re-exported)
     Normalize,
     RawModuleNotice,
     as_classifier,

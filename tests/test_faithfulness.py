@@ -212,7 +212,7 @@ def tiny_cnn():
     ).eval()
 
 
-def test_compare_methods_all_four():
+def test_compare_methods_every_registered_method():
     model = tiny_cnn()
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
     stages = []
@@ -234,9 +234,14 @@ def test_compare_methods_all_four():
         assert curve.deletion_auc == pytest.approx(auc(curve.fractions, curve.deletion_scores), rel=1e-6)
     assert comp.results["grad_cam"].grid.shape == (1, 8, 8)
     assert [s for _, _, s in stages] == list(METHODS) + [f"{m}/faithfulness" for m in METHODS]
-    assert stages[-1][:2] == (8, 8)
+    assert len(METHODS) == 5 and "integrated_gradients" in METHODS, "the registry's methods, IG included"
+    assert stages[-1][:2] == (10, 10)
     fig = comparison_figure(comp)
-    assert len(fig.axes) == 8
+    assert len(fig.axes) == 10
+    ig_panel = fig.axes[METHODS.index("integrated_gradients")].images[-1]
+    assert ig_panel.norm.vmin == -ig_panel.norm.vmax, "signed maps (IG) on a scale centred on 0"
+    assert fig.axes[METHODS.index("grad_cam")].images[-1].norm.vmin == 0
+    assert fig.axes[METHODS.index("integrated_gradients")].get_title().startswith("Integrated Gradients")
 
     only = compare_methods(model, x, target=1, methods=["saliency", "grad_cam"], steps=2, device="cpu")
     assert list(only.results) == ["saliency", "grad_cam"] and only.target == 1
@@ -246,3 +251,23 @@ def test_compare_methods_all_four():
         compare_methods(model, x, steps=2, device="cpu", cancel=cancel)
     with pytest.raises(ValueError, match="methods"):
         compare_methods(model, x, methods=["lime"], device="cpu")
+
+
+def test_compare_methods_takes_each_methods_own_parameters():
+    from occlusion_widget.methods import integrated_gradients, smoothgrad
+
+    model = tiny_cnn()
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    comp = compare_methods(model, x, methods=["integrated_gradients", "smoothgrad"], steps=2, device="cpu",
+                           n_samples=2, method_params={"integrated_gradients": {"steps": 4, "baseline": 0.5},
+                                                       "smoothgrad": {"noise_level": 0.3}})
+    ig = integrated_gradients(model, x, comp.target, steps=4, baseline=0.5, device="cpu")
+    sg = smoothgrad(model, x, comp.target, n_samples=2, noise_level=0.3, device="cpu")
+    np.testing.assert_allclose(comp.map("integrated_gradients"), ig.maps[0], rtol=1e-5,
+                               atol=1e-5 * np.abs(ig.maps).max())
+    np.testing.assert_allclose(comp.map("smoothgrad"), sg.maps[0], rtol=1e-5, atol=1e-5 * np.abs(sg.maps).max())
+    assert comp.results["integrated_gradients"].params.steps == 4, "IG's steps, not the curves' steps=2"
+    with pytest.raises(TypeError, match="n_sample"):
+        compare_methods(model, x, methods=["smoothgrad"], method_params={"smoothgrad": {"n_sample": 3}})
+    with pytest.raises(ValueError, match="not among methods"):
+        compare_methods(model, x, methods=["saliency"], method_params={"grad_cam": {}})

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from occlusion_widget.methods import Cancelled, default_layer, grad_cam, layer_activations, spatial_layers
+from occlusion_widget.methods import default_layer, grad_cam, layer_activations, spatial_layers
 from occlusion_widget.models import from_torchvision
 
 
@@ -123,8 +123,13 @@ def test_cancel_and_errors(image):
     model = tiny_cnn()
     cancel = threading.Event()
     cancel.set()
-    with pytest.raises(Cancelled):
-        grad_cam(model, image, device="cpu", cancel=cancel)
+    partial = grad_cam(model, image, top_k=2, device="cpu", cancel=cancel)
+    assert not partial.complete and np.isnan(partial.maps).all() and np.isnan(partial.extra["weights"]).all()
+    cancel.clear()
+    one = grad_cam(model, image, top_k=2, device="cpu", cancel=cancel, progress=lambda *a: cancel.set())
+    full = grad_cam(model, image, top_k=2, device="cpu")
+    assert not one.complete and np.isnan(one.maps[1]).all()
+    np.testing.assert_allclose(one.maps[0], full.maps[0], rtol=1e-6, atol=1e-7 * np.abs(full.maps).max())
     with pytest.raises(ValueError, match="not a module"):
         grad_cam(model, image, layer="nope", device="cpu")
     with pytest.raises(ValueError, match=r"\(N, C, h, w\)"):

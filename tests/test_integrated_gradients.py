@@ -11,7 +11,6 @@ from captum.attr import IntegratedGradients
 from conftest import Tiny, tiny_model
 from torch import nn
 
-from occlusion_widget.methods import Cancelled
 from occlusion_widget.methods.integrated_gradients import RULES, integrated_gradients, quadrature
 
 
@@ -162,9 +161,11 @@ def test_progress_reports_each_batch_and_cancel_raises(x):
         seen.append(done)
         cancel.set()
 
-    with pytest.raises(Cancelled):
-        integrated_gradients(model, x, steps=12, batch_size=5, device="cpu", progress=stop_after_first, cancel=cancel)
+    partial = integrated_gradients(model, x, steps=12, batch_size=5, device="cpu", progress=stop_after_first,
+                                   cancel=cancel)
     assert seen == [5]
+    assert not partial.complete and np.isnan(partial.maps).all(), "part of a path integral is no map: NaN"
+    assert "attributions" not in partial.extra and partial.params.steps == 12
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import torch
 from conftest import Tiny, tiny_model
 from torch import nn
 
-from occlusion_widget.methods import Cancelled
 from occlusion_widget.methods.registry import COMMON, METHODS, MethodSpec, browser_table, get_method, run
 
 KINDS = {"int", "float", "bool", "choice", "size", "fill", "baseline", "layer"}
@@ -126,13 +125,15 @@ def test_streams_and_cancel_behave_as_declared(name, x):
     if spec.streams:
         assert partials[0] is not None and not partials[0].complete and partials[0].maps.shape == (3, 32, 32)
 
+    # One cancellation contract for every method: the result so far, complete=False, never Cancelled.
+    assert spec.partial_on_cancel
     cancel = threading.Event()
-    if spec.partial_on_cancel:
-        result = run(name, model, x, top_k=3, **FAST[name], cancel=cancel, progress=lambda *a: cancel.set())
-        assert not result.complete
-    else:
-        with pytest.raises(Cancelled):
-            run(name, model, x, top_k=3, **FAST[name], cancel=cancel, progress=lambda *a: cancel.set())
+    result = run(name, model, x, top_k=3, **FAST[name], cancel=cancel, progress=lambda *a: cancel.set())
+    assert not result.complete and result.method == name
+    assert result.maps.shape == (3, 32, 32) and result.targets.shape == (3,)
+    cancel.set()
+    nothing = run(name, model, x, top_k=3, **FAST[name], cancel=cancel)
+    assert not nothing.complete and np.isnan(nothing.maps).all(), "nothing computed: NaN maps, never zeros"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -176,3 +177,15 @@ def test_unknown_method_and_parameter_names_are_refused_clearly(x):
     # Values are the function's to check, with its own message.
     with pytest.raises(ValueError, match="steps=0 is not allowed"):
         run("integrated_gradients", Tiny(), x, steps=0)
+
+
+def test_the_package_exports_the_method_functions():
+    import occlusion_widget
+    from occlusion_widget import methods
+
+    for name in ("integrated_gradients", "grad_cam", "saliency", "smoothgrad"):
+        assert getattr(methods, name) is METHODS[name].function
+    assert occlusion_widget.integrated_gradients is METHODS["integrated_gradients"].function
+    assert occlusion_widget.occlusion_sensitivity is METHODS["occlusion"].function
+    assert methods.get_method is get_method and methods.run is run and methods.browser_table is browser_table
+    assert methods.AttributionResult is methods.MapResult is occlusion_widget.MapResult

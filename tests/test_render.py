@@ -23,7 +23,7 @@ def x() -> torch.Tensor:
 def _panel(fig):
     """The map image of the first panel (the second image drawn on its axes) and its colour bar."""
     ax = fig.axes[0]
-    return ax.images[-1], [a for a in fig.axes if a.get_label() == "<colorbar>"][0]
+    return ax.images[-1], next(a for a in fig.axes if a.get_label() == "<colorbar>")
 
 
 def test_colour_limit_without_percentile_is_the_largest_magnitude():

@@ -119,8 +119,8 @@ class MapResult:
     ``complete=False`` (it never raises for a cancel). What a partial result
     holds: occlusion, the positions swept (``computed``; ``grid`` filled from
     the finest complete coarse lattice); SmoothGrad, the mean over the noisy
-    copies done; saliency, the targets done; Grad-CAM and Integrated Gradients,
-    which have no meaningful partial map, nothing. Whatever is not known is NaN
+    copies done; saliency and Grad-CAM, the targets done; Integrated Gradients
+    (part of a path integral is no attribution), nothing. Whatever is not known is NaN
     in ``grid`` and ``maps``: a partial result never passes NaN, zeros or a
     partial integral off as a finished map, so callers show or keep only
     ``complete`` results (``if not result.complete: ...``).

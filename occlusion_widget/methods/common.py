@@ -16,18 +16,19 @@ from torch import nn
 from ..engine.inputs import Output, ScoreFn, prepare_input, resolve_device, score_function
 from ..engine.model_state import check_materialised, prepared_module
 from ..engine.classifier import ImageClassifier, as_classifier
-from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps
+from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps  # noqa: F401 (re-exported)
 
 ProgressFn = Callable[[int, int, Optional[MapResult]], None]
 
 
 class Cancelled(Exception):
-    """Raised by the gradient methods and the faithfulness curves when ``cancel`` is set.
+    """Raised when ``cancel`` is set by the computations that have no partial result:
+    :func:`deletion_insertion`, :func:`faithfulness_table`, :func:`compare_methods`
+    and :func:`layer_activations` (half a curve is not a curve).
 
-    Unlike :func:`occlusion_sensitivity` (whose partial map is meaningful and which
-    returns it with ``complete=False``), these functions raise: a half-computed
-    curve or target list is not a result. The last ``progress`` call carries the
-    latest partial map where there is one (SmoothGrad's running mean).
+    The map methods (occlusion, Grad-CAM, saliency, SmoothGrad, Integrated
+    Gradients) never raise it: on ``cancel`` they return their result so far with
+    ``complete=False`` (see :class:`~occlusion_widget.engine.MapResult`).
     """
 
 
@@ -64,7 +65,13 @@ def check_callbacks(progress: object, cancel: object) -> None:
         raise TypeError("cancel: expected a threading.Event (anything with is_set())")
 
 
+def cancelled(cancel: threading.Event | None) -> bool:
+    """True when ``cancel`` is set: a map method then returns its partial result (``complete=False``)."""
+    return cancel is not None and cancel.is_set()
+
+
 def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set (computations without a partial result)."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
 

@@ -1,35 +1,25 @@
-"""All four maps of one image and class, with their deletion / insertion AUCs."""
+"""Every registered method's map of one image and class, with their deletion / insertion AUCs."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ..engine.classifier import ImageClassifier, as_classifier
 from ..engine.inputs import prepare_input, resolve_device
 from ..engine.model_state import check_materialised, prepared_module
-from ..engine.result import OcclusionResult
-from ..engine.sweep import occlusion_sensitivity
-from ..models import ImageClassifier, as_classifier
-from .common import (
-    AttributionResult,
-    Cancelled,
-    check_callbacks,
-    check_cancel,
-    check_class_index,
-    map_for,
-    scorer,
-)
+from ..engine.result import MapResult
+from . import registry
+from .common import Cancelled, check_callbacks, check_cancel, check_class_index, map_for, scorer
 from .faithfulness import FaithfulnessTable, deletion_insertion
-from .gradcam import grad_cam
-from .gradients import saliency, smoothgrad
 
-METHODS = ("occlusion", "grad_cam", "saliency", "smoothgrad")
-TITLES = {"occlusion": "Occlusion", "grad_cam": "Grad-CAM", "saliency": "Saliency", "smoothgrad": "SmoothGrad"}
+#: Every registered method, in display order (compatibility name; the registry is the source).
+METHODS = tuple(registry.METHODS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +32,7 @@ class Comparison:
     label : str or None
     probability : float
         The target's probability on the input.
-    results : dict of method -> OcclusionResult or AttributionResult
+    results : dict of method -> MapResult
         Each with the single target; ``results[m].maps[0]`` is the (H, W) map.
     table : FaithfulnessTable
         Deletion / insertion curves and AUCs per method (same keys).
@@ -54,7 +44,7 @@ class Comparison:
     target: int
     label: str | None
     probability: float
-    results: dict[str, OcclusionResult | AttributionResult]
+    results: dict[str, MapResult]
     table: FaithfulnessTable
     image: np.ndarray
     elapsed_s: dict[str, float]
@@ -70,6 +60,7 @@ def compare_methods(
     target: int | None = None,
     *,
     methods: Sequence[str] = METHODS,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
     mask_size: int | tuple[int, int] | str = "auto",
     stride: int | tuple[int, int] | str = "auto",
     mask_value: float | str | object = "auto",
@@ -84,8 +75,8 @@ def compare_methods(
     progress: Callable[[int, int, str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Comparison:
-    """Occlusion, Grad-CAM, saliency and SmoothGrad for one target, each scored by
-    deletion and insertion curves.
+    """Every registered method's map for one target (occlusion, Grad-CAM, saliency,
+    SmoothGrad, Integrated Gradients), each scored by deletion and insertion curves.
 
     Occlusion maps the drop of the class *probability* (the engine's default);
     the gradient methods differentiate ``gradient_output`` (the logit by
@@ -99,26 +90,31 @@ def compare_methods(
     target : int, optional
         The class; default the top class.
     methods : sequence of str
-        A subset of ``("occlusion", "grad_cam", "saliency", "smoothgrad")``, in display order.
+        Names from the registry (:data:`METHODS`), in display order.
+    method_params : mapping of method -> keyword arguments, optional
+        Each method's own parameters (``registry.METHODS[m].params``), e.g.
+        ``{"integrated_gradients": {"steps": 16, "baseline": 0.5}}``. They take
+        precedence over the shorthands below.
     mask_size, stride, mask_value
         Occlusion's parameters; ``mask_value`` (and ``mask_size`` for "blur")
         also set the fill of the deletion / insertion curves.
     layer : str, optional
-        Grad-CAM's layer (default: the last spatial layer).
+        Shorthand for Grad-CAM's layer (default: the last spatial layer).
     n_samples, noise_level, reduce
-        SmoothGrad's (``reduce`` also saliency's).
+        Shorthands for SmoothGrad's (``reduce`` also saliency's).
     gradient_output : "logit" or "probability"
-        The score the gradient methods differentiate.
+        Shorthand for the ``output`` of every gradient method.
     steps : int
-        Points on each faithfulness curve minus one.
+        Points on each faithfulness curve minus one (not Integrated Gradients'
+        ``steps``: pass that in ``method_params``).
     batch_size : int, optional
         Occlusion and faithfulness images per forward pass.
     progress : callable(done, total, stage), optional
         Called after each stage with its name: ``"occlusion"``, ...,
         ``"occlusion/faithfulness"``, ... (2 stages per method).
     cancel : threading.Event, optional
-        Passed to every stage; when set, raises :class:`Cancelled` (an
-        incomplete occlusion sweep is not scored).
+        Passed to every stage; when set, raises :class:`Cancelled` (a partial
+        map is not scored).
 
     Returns
     -------
@@ -127,6 +123,9 @@ def compare_methods(
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods={list(methods)!r} is not allowed; use distinct names from {list(METHODS)}")
+    per_method = _method_params(methods, method_params, dict(
+        mask_size=mask_size, stride=stride, mask_value=mask_value, batch_size=batch_size, layer=layer,
+        n_samples=n_samples, noise_level=noise_level, reduce=reduce, output=gradient_output))
     check_callbacks(progress, cancel)
     if target is not None:
         target = check_class_index(target)
@@ -156,22 +155,12 @@ def compare_methods(
         if progress is not None:
             progress(done, total, stage)
 
-    common = dict(device=dev, cancel=cancel)
-    results: dict[str, OcclusionResult | AttributionResult] = {}
+    results: dict[str, MapResult] = {}
     for method in methods:
         started = time.perf_counter()
-        if method == "occlusion":
-            res = occlusion_sensitivity(classifier, x, target, mask_size=mask_size, stride=stride, mask_value=mask_value,
-                                        batch_size=batch_size, **common)
-            if not res.complete:
-                raise Cancelled("cancelled during the occlusion sweep")
-        elif method == "grad_cam":
-            res = grad_cam(classifier, x, target, layer=layer, output=gradient_output, **common)
-        elif method == "saliency":
-            res = saliency(classifier, x, target, reduce=reduce, output=gradient_output, **common)
-        else:
-            res = smoothgrad(classifier, x, target, n_samples=n_samples, noise_level=noise_level, reduce=reduce,
-                             output=gradient_output, **common)
+        res = registry.run(method, classifier, x, target, device=dev, cancel=cancel, **per_method[method])
+        if not res.complete:
+            raise Cancelled(f"cancelled during {method}")
         results[method] = res
         step(method, started)
 
@@ -179,17 +168,52 @@ def compare_methods(
     for method in methods:
         started = time.perf_counter()
         curves[method] = deletion_insertion(classifier, x, map_for(results[method], target), target, steps=steps,
-                                            mask_value=mask_value, mask_size=mask_size, batch_size=batch_size, **common)
+                                            mask_value=mask_value, mask_size=mask_size, batch_size=batch_size,
+                                            device=dev, cancel=cancel)
         step(f"{method}/faithfulness", started)
     label = classifier.label(target) if classifier.labels else None
     table = FaithfulnessTable(curves, target, label)
     return Comparison(target, label, float(probs[target]), results, table, x.cpu().numpy(), elapsed)
 
 
-def comparison_figure(comparison: Comparison, cmap: str = "inferno", alpha: float = 0.55, curves: bool = True):
+def _method_params(methods: Sequence[str], given: Mapping[str, Mapping[str, Any]] | None,
+                   shorthands: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's keyword arguments: the shorthand keywords it takes, then ``method_params[m]``."""
+    given = {} if given is None else given
+    if not isinstance(given, Mapping):
+        raise TypeError(f"method_params={given!r} is not allowed; use a mapping of method name -> dict of parameters")
+    stray = [m for m in given if m not in methods]
+    if stray:
+        raise ValueError(f"method_params: {stray} {'is' if len(stray) == 1 else 'are'} not among methods={list(methods)}")
+    out = {}
+    for m in methods:
+        spec = registry.get_method(m)
+        names = set(spec.param_names)
+        params = {k: v for k, v in shorthands.items() if k in names and not (k == "output" and spec.kind != "gradient")}
+        if spec.kind == "perturbation":
+            params.pop("layer", None)  # the shorthand layer= is Grad-CAM's, not occlusion's layer= channel score
+        else:
+            params.pop("batch_size", None)  # the shorthand batch_size= is occlusion's (and the curves')
+        own = given.get(m, {})
+        if not isinstance(own, Mapping):
+            raise TypeError(f"method_params[{m!r}]={own!r} is not allowed; use a dict of {m}'s parameters")
+        spec.check_params(dict(own))
+        out[m] = {**params, **own}
+    return out
+
+
+def comparison_figure(comparison: Comparison, cmap: str = "inferno", alpha: float = 0.55, curves: bool = True,
+                      signed_cmap: str = "RdBu_r", percentile: float | None = None):
     """A matplotlib Figure: each method's map over the image, titled with its AUCs,
-    and (``curves=True``) a second row with the deletion and insertion curves."""
+    and (``curves=True``) a second row with the deletion and insertion curves.
+
+    Non-negative maps use ``cmap`` from 0; signed ones (the registry's ``signed``,
+    e.g. Integrated Gradients) use ``signed_cmap`` centred on 0. ``percentile``
+    saturates each map's scale there (see :func:`occlusion_widget.render.colour_limit`).
+    """
     from matplotlib.figure import Figure
+
+    from ..render import colour_limit, is_signed  # render sits above methods: imported when drawing
 
     methods = list(comparison.results)
     n = len(methods)
@@ -198,11 +222,14 @@ def comparison_figure(comparison: Comparison, cmap: str = "inferno", alpha: floa
     rgb = np.clip(np.moveaxis(comparison.image, 0, -1), 0, 1)
     for ax, method in zip(axes[0], methods):
         m = comparison.map(method)
-        lo, hi = float(np.min(m)), float(np.max(m))
+        signed = is_signed(comparison.results[method])
+        limit = colour_limit(m, signed, percentile)
         ax.imshow(rgb)
-        ax.imshow((m - lo) / (hi - lo if hi > lo else 1.0), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+        ax.imshow(m, cmap=signed_cmap if signed else cmap, alpha=alpha, vmin=-limit if signed else 0.0, vmax=limit)
         c = comparison.table.curves[method]
-        ax.set_title(f"{TITLES.get(method, method)}\ndel {c.deletion_auc:.3f}  ins {c.insertion_auc:.3f}", fontsize=10)
+        spec = registry.METHODS.get(method)
+        title = spec.title if spec is not None else method
+        ax.set_title(f"{title}\ndel {c.deletion_auc:.3f}  ins {c.insertion_auc:.3f}", fontsize=10)
         ax.set_axis_off()
     if curves:
         for ax, method in zip(axes[1], methods):

@@ -19,7 +19,7 @@ from .common import (
     AttributionResult,
     ProgressFn,
     check_callbacks,
-    check_cancel,
+    cancelled,
     check_finite_gradient,
     labels_for,
     no_grad_message,
@@ -142,7 +142,8 @@ def grad_cam(
     progress : callable(done, total, partial), optional
         Called after each target.
     cancel : threading.Event, optional
-        Checked before the forward pass and each target; when set, raises :class:`Cancelled`.
+        Checked before each target's backward pass; when set, returns the result so
+        far with ``complete=False``: the targets done, NaN maps for the others.
 
     Returns
     -------
@@ -156,7 +157,6 @@ def grad_cam(
     with prepared(model, image, device, cancel) as p:
         if p.is_signal:
             raise ValueError("grad_cam: needs an image (C, H, W); use saliency or smoothgrad for a 1-D signal")
-        check_cancel(cancel)
         name = layer if layer is not None else default_layer(p.classifier, p.x)
         target_module = _named_module(p.module, name)
         score, output_name = scorer(p.module, output, False, "grad_cam")
@@ -191,10 +191,10 @@ def grad_cam(
             )
         target_idx = resolve_targets(targets, top_k, scores[0].detach())
         k_total = len(target_idx)
-        cams = np.zeros((k_total, *act.shape[2:]), dtype=np.float32)
-        weights = np.zeros((k_total, act.shape[1]), dtype=np.float32)
+        cams = np.full((k_total, *act.shape[2:]), np.nan, dtype=np.float32)  # NaN: not computed yet
+        weights = np.full((k_total, act.shape[1]), np.nan, dtype=np.float32)
         params = AttributionParams("grad_cam", output_name, upsampling, layer=name, device=str(p.device))
-        upsample_maps(cams[:1], p.x.shape[1:], upsampling)  # validate upsampling before the backward passes
+        upsample_maps(np.zeros_like(cams[:1]), p.x.shape[1:], upsampling)  # validate upsampling before the backward passes
 
         def result(done: int) -> AttributionResult:
             base = scores[0].detach()[torch.as_tensor(target_idx, device=scores.device)].float().cpu().numpy()
@@ -207,7 +207,8 @@ def grad_cam(
             )
 
         for k, t in enumerate(target_idx):
-            check_cancel(cancel)
+            if cancelled(cancel):
+                return result(k)  # the targets done; NaN maps for the others
             (grad,) = torch.autograd.grad(scores[0, int(t)], act, retain_graph=k < k_total - 1, allow_unused=True)
             if grad is None:
                 raise ValueError(

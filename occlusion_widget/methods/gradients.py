@@ -16,8 +16,8 @@ from .common import (
     AttributionResult,
     Prepared,
     ProgressFn,
+    cancelled,
     check_callbacks,
-    check_cancel,
     check_positive_int,
     input_gradient,
     labels_for,
@@ -66,7 +66,8 @@ def saliency(
     progress : callable(done, total, partial), optional
         Called once per target with the targets done so far.
     cancel : threading.Event, optional
-        Checked before each target's backward pass; when set, raises :class:`Cancelled`.
+        Checked before each target's backward pass; when set, returns the result so
+        far with ``complete=False``: the targets done, NaN maps for the others.
 
     Returns
     -------
@@ -77,21 +78,21 @@ def saliency(
     check_callbacks(progress, cancel)
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
-        check_cancel(cancel)
         score, output_name = scorer(p.module, output, p.is_signal, "saliency")
         x = p.x[None].requires_grad_(True)
         scores = score(x)
         if not scores.requires_grad:
             raise ValueError(no_grad_message("saliency"))
         target_idx = resolve_targets(targets, top_k, scores[0].detach())
-        maps = np.zeros((len(target_idx), *p.x.shape[1:]), dtype=np.float32)
+        maps = np.full((len(target_idx), *p.x.shape[1:]), np.nan, dtype=np.float32)  # NaN: not computed yet
         params = AttributionParams("saliency", output_name, "none", reduce=reduce, device=str(p.device))
 
         def result(done: int) -> AttributionResult:
             return _result(p, "saliency", maps, scores[0].detach(), target_idx, params, done == len(target_idx), 1, start)
 
         for k, t in enumerate(target_idx):
-            check_cancel(cancel)
+            if cancelled(cancel):
+                return result(k)  # the targets done; NaN maps for the others
             grad = input_gradient(scores[0, int(t)], x, "saliency", int(t), retain=k < len(target_idx) - 1)
             maps[k] = _reduce(grad[0].abs(), reduce).cpu().numpy()
             if progress is not None:
@@ -142,7 +143,9 @@ def smoothgrad(
         Called after every batch with the copies done and the running mean as
         an AttributionResult (``complete=False`` until the last).
     cancel : threading.Event, optional
-        Checked between batches; when set, raises :class:`Cancelled`.
+        Checked between batches; when set, returns the mean over the copies done
+        with ``complete=False`` (``params.n_samples`` is the number asked for;
+        NaN maps when no batch was done).
 
     Returns
     -------
@@ -160,7 +163,6 @@ def smoothgrad(
         raise TypeError(f"seed={seed!r} is not allowed; use an int or None")
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
-        check_cancel(cancel)
         score, output_name = scorer(p.module, output, p.is_signal, "smoothgrad")
         with torch.no_grad():
             base_all = score(p.x[None])[0]
@@ -178,14 +180,16 @@ def smoothgrad(
         done, n_forward = 0, 1
 
         def result(n: int) -> AttributionResult:
-            mean = (total / max(n, 1)).float()
+            # No copy done yet (cancelled before the first batch): nothing is known, NaN.
+            mean = (total / n).float() if n else torch.full_like(total, float("nan"), dtype=torch.float32)
             maps = _reduce(mean.abs(), reduce, channel_dim=1).cpu().numpy()
             res = _result(p, "smoothgrad", maps, base_all, target_idx, params, n == n_samples, n_forward, start)
             res.extra["mean_gradient"] = mean.cpu().numpy()
             return res
 
         while done < n_samples:
-            check_cancel(cancel)
+            if cancelled(cancel):
+                return result(done)  # the mean over the copies done
             b = min(batch, n_samples - done)
             noise = torch.stack([torch.randn(tuple(p.x.shape), generator=generator) for _ in range(b)])
             noisy = (p.x[None] + sigma * noise.to(p.device)).requires_grad_(True)

@@ -26,7 +26,7 @@ from .common import (
     AttributionParams,
     AttributionResult,
     ProgressFn,
-    check_cancel,
+    cancelled,
     check_positive_int,
     labels_for,
     prepared,
@@ -111,7 +111,8 @@ def integrated_gradients(
         Called after every batch with the path points done and ``steps``. No
         partial map is passed: a partial path integral is not a map to show.
     cancel : threading.Event, optional
-        Checked between batches; when set, raises :class:`Cancelled`.
+        Checked between batches; when set, returns a result with ``complete=False``
+        and NaN maps (part of the path integral is no attribution).
 
     Returns
     -------
@@ -136,7 +137,6 @@ def integrated_gradients(
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         base_x, described = _resolve_baseline(baseline, p.x, p.is_signal)
-        check_cancel(cancel)
         score, output_name = score_function(p.module, output, None, p.is_signal)
         with torch.no_grad():
             ends = score(torch.stack([p.x, base_x]))  # the input's and the baseline's scores
@@ -158,8 +158,22 @@ def integrated_gradients(
         # float64 accumulation: the weighted sum over many points stays exact to float32 rounding.
         total = torch.zeros((len(target_idx), *p.x.shape), dtype=torch.float64, device=p.device)
         done, n_forward = 0, 1
+        image_np = p.x.detach().cpu().numpy()
+        if p.is_signal:
+            image_np = image_np[:, 0]
+
+        def packed(maps: np.ndarray, complete: bool, extra: dict) -> AttributionResult:
+            return AttributionResult(
+                method="integrated_gradients", grid=maps.copy(), maps=maps, base_scores=input_scores.float().cpu().numpy(),
+                targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params, image=image_np,
+                complete=complete, n_forward=n_forward, elapsed_s=time.perf_counter() - start,
+                extra={"baseline_scores": baseline_scores.cpu().numpy(), **extra},
+            )
+
         while done < n:
-            check_cancel(cancel)
+            if cancelled(cancel):
+                # Part of a path integral is no attribution: NaN maps, complete=False.
+                return packed(np.full((len(target_idx), *image_np.shape[1:]), np.nan, dtype=np.float32), False, {})
             b = min(batch, n - done)
             a = torch.as_tensor(alphas[done:done + b], dtype=torch.float32, device=p.device).view(-1, 1, 1, 1)
             w = torch.as_tensor(weights[done:done + b], dtype=torch.float64, device=p.device).view(-1, 1, 1, 1)
@@ -184,16 +198,9 @@ def integrated_gradients(
         delta = attributions.flatten(1).sum(dim=1) - (input_scores - baseline_scores)
         maps = attributions.sum(dim=1).float().cpu().numpy()
         attr = attributions.float().cpu().numpy()
-        image_np = p.x.detach().cpu().numpy()
         if p.is_signal:
-            maps, attr, image_np = maps[:, 0], attr[:, :, 0], image_np[:, 0]
-        return AttributionResult(
-            method="integrated_gradients", grid=maps.copy(), maps=maps, base_scores=input_scores.float().cpu().numpy(),
-            targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params, image=image_np,
-            complete=True, n_forward=n_forward, elapsed_s=time.perf_counter() - start,
-            extra={"attributions": attr, "baseline_scores": baseline_scores.cpu().numpy(),
-                   "delta": delta.cpu().numpy()},
-        )
+            maps, attr = maps[:, 0], attr[:, :, 0]
+        return packed(maps, True, {"attributions": attr, "delta": delta.cpu().numpy()})
 
 
 _BASELINE_HELP = ("use a number, one number per channel, or an array / tensor shaped like the input "

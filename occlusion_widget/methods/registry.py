@@ -6,6 +6,16 @@ the widget (which trait feeds which parameter), the compare view, the CLI
 sequential colour scale) and the browser (:func:`browser_table`, synced once).
 Adding a method is one function plus one :class:`MethodSpec` entry here.
 
+Every method function follows one contract: ``function(model, image, targets=None, *,
+top_k, device, progress, cancel, **params)`` returns a :class:`~occlusion_widget.engine.MapResult`
+whose ``method`` is its name; ``progress(done, total, partial_or_None)`` after each batch;
+when ``cancel`` is set it returns its result so far with ``complete=False`` (NaN where
+nothing is known) instead of raising. So a caller runs any method the same way::
+
+    result = get_method(name).function(model, x, progress=progress, cancel=cancel, **params)
+    if not result.complete:  # cancelled: keep nothing, or show it as partial
+        ...
+
 This is data, not a framework: :func:`run` only checks parameter *names* and
 calls the function, which validates values and says what is allowed.
 """
@@ -90,7 +100,7 @@ class MethodSpec:
         Button / panel title, the widget's heading, a one-line explanation (tooltip).
     function : callable
         ``function(model, image, targets=None, *, top_k, device, progress, cancel, **params)``
-        returning an OcclusionResult or AttributionResult whose ``method`` is ``name``.
+        returning a MapResult whose ``method`` is ``name`` (an OcclusionResult for occlusion).
     kind : "perturbation" or "gradient"
     signed : bool
         True: maps have both signs (diverging colour scale centred on 0); False:
@@ -98,8 +108,10 @@ class MethodSpec:
     streams : bool
         ``progress`` receives partial maps worth showing while it runs.
     partial_on_cancel : bool
-        On ``cancel`` the function returns a partial result (``complete=False``);
-        False: it raises :class:`Cancelled`.
+        Always True: the one cancellation contract of every method is that on
+        ``cancel`` the function *returns* its result so far with ``complete=False``
+        (NaN where nothing is known; see :class:`~occlusion_widget.engine.MapResult`),
+        never raises :class:`Cancelled`. Kept for callers written against the old flag.
     images_only : bool
         Refuses a 1-D signal (C, L).
     default_output : str
@@ -124,7 +136,7 @@ class MethodSpec:
     streams: bool
     default_output: str
     params: tuple[MethodParam, ...]
-    partial_on_cancel: bool = False
+    partial_on_cancel: bool = True
     images_only: bool = False
     display_params: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
@@ -172,7 +184,7 @@ _SPECS = (
         "occlusion", "Occlusion", "Occlusion sensitivity",
         "How much the class score drops when a square around each pixel is masked",
         occlusion_sensitivity, "perturbation", signed=True, streams=True, default_output="probability",
-        partial_on_cancel=True, display_params=("upsampling",), hidden=("positions",),
+        display_params=("upsampling",), hidden=("positions",),
         reference="Zeiler & Fergus 2014",
         params=(
             MethodParam("mask_size", "auto", "size", "Mask side in pixels: 'auto' (20% of the input), N or (h, w).",
@@ -272,7 +284,8 @@ def run(name: str, model: Any, image: Any, targets: Any = None, **params: Any) -
 
     Returns
     -------
-    OcclusionResult or AttributionResult
+    MapResult
+        An :class:`OcclusionResult` for occlusion; ``complete=False`` when ``cancel`` was set.
     """
     spec = get_method(name)
     spec.check_params(params)
