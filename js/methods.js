@@ -132,40 +132,20 @@ export function targetSummary(target, name, output) {
  * @property {MethodParamSpec[]} params
  */
 
-/**
- * TRANSITION ONLY, remove once the kernel sends `methods_table` (a saved notebook's state then carries it):
- * the methods of a kernel that does not send its table yet.
- * @param {string} name @param {string} title @param {string} heading @param {string} hint @param {boolean} occlusion
- * @returns {MethodSpec}
- */
-function builtin(name, title, heading, hint, occlusion) {
-  const output = { name: "output", trait: occlusion ? "output" : "gradient_output", kind: "choice", default: null, help: "",
-    minimum: null, maximum: null, choices: [], nullable: false };
-  return { name, title, heading, hint, kind: occlusion ? "perturbation" : "gradient", signed: occlusion, streams: occlusion,
-    default_output: occlusion ? "probability" : "logit", images_only: false, params: [output] };
-}
-
 /** @type {MethodSpec[]} */
-const BUILTIN_TABLE = [
-  builtin("occlusion", "Occlusion", "Occlusion sensitivity", "How much the class score drops when a square around each pixel is masked", true),
-  builtin("grad_cam", "Grad-CAM", "Grad-CAM", "Grad-CAM: a conv layer's channels weighted by the class gradient (coarse, class-specific)", false),
-  builtin("saliency", "Saliency", "Gradient saliency", "Gradient saliency: |d score / d pixel| (fine, noisy)", false),
-  builtin("smoothgrad", "SmoothGrad", "SmoothGrad", "SmoothGrad: the gradient averaged over noisy copies of the image", false),
-];
-
-/** @type {MethodSpec[]} */
-let TABLE = BUILTIN_TABLE;
+let TABLE = [];
 /** @type {Map<string, MethodSpec>} */
-let BY_NAME = new Map(TABLE.map((m) => [m.name, m]));
+let BY_NAME = new Map();
 
 /**
- * Use the kernel's method table (the `methods_table` trait) for every lookup below; called before the
- * first paint. An empty or missing table keeps the built-in list (a kernel that does not send one yet).
+ * Use the kernel's method table (the `methods_table` trait, also in a saved notebook's widget state) for
+ * every lookup below; widget.js calls it before the first paint. No built-in list: the kernel is the one
+ * source of which methods exist.
  * @param {MethodSpec[] | null | undefined} table
  * @returns {MethodSpec[]}  the table in use
  */
 export function setMethodTable(table) {
-  TABLE = Array.isArray(table) && table.length > 0 ? table.filter((m) => m && typeof m.name === "string") : BUILTIN_TABLE;
+  TABLE = Array.isArray(table) ? table.filter((m) => m && typeof m.name === "string") : [];
   BY_NAME = new Map(TABLE.map((m) => [m.name, m]));
   return TABLE;
 }

@@ -1,7 +1,12 @@
 // One number format per quantity (js/methods.js): scores, changes, map values, ticks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { formatNumber, formatScore, formatChange, formatMapValue, tickLabels, targetSummary, tabScores, offeredMethods, ZERO_BELOW } from "../methods.js";
+import { formatNumber, formatScore, formatChange, formatMapValue, tickLabels, targetSummary, tabScores, offeredMethods, ZERO_BELOW, setMethodTable } from "../methods.js";
+
+// The kernel's table in its shape (registry.browser_table()), the fields these formats read.
+const spec = (name, kind, signed) => ({ name, title: name, heading: name, hint: "", kind, signed, streams: false,
+  default_output: kind === "perturbation" ? "probability" : "logit", images_only: false, params: [] });
+setMethodTable([spec("occlusion", "perturbation", true), spec("grad_cam", "gradient", false), spec("saliency", "gradient", false), spec("smoothgrad", "gradient", false)]);
 
 const MINUS = "\u2212";
 

@@ -69,6 +69,15 @@ test("the sixth method's button, with its title, hint and pressed state", () => 
   }
 });
 
+test("no built-in list: without a table no method is offered", () => {
+  setMethodTable(undefined);
+  assert.deepEqual(methodOrder(), []);
+  assert.deepEqual(offeredMethods("occlusion", true, undefined), []);
+  assert.equal(isPerturbation("occlusion"), false);
+  setMethodTable(SIX);
+  assert.equal(isPerturbation("occlusion"), true);
+});
+
 test("captions and formats follow the method's kind and sign, not its name", () => {
   setMethodTable(SIX);
   assert.equal(mapCaption("deconvnet", { output: "logit" }), "Deconvnet of the logit", "generic caption for a method without its own sentence");
