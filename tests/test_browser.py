@@ -564,14 +564,26 @@ window.model = { get: (k) => state[k], set: (k, v) => { state[k] = v; (handlers[
 """
 
 
-def _static_page(state: dict, extra: str) -> str:
-    from occlusion_widget import _frontend
+JS = Path(__file__).resolve().parent.parent / "js"
 
-    return f"""<!doctype html><html><head><meta charset="utf-8"><style>{_frontend.load_css()}</style></head><body><div id="host"></div>
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`npm run build`'s output, built from the current js/ sources into a temporary folder (`npm ci` first on a fresh clone)."""
+    if not (JS / "node_modules" / ".package-lock.json").is_file():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True, timeout=600)
+    out = tmp_path_factory.mktemp("bundle")
+    subprocess.run(["node", "build.mjs", "--outdir", str(out)], cwd=JS, check=True, capture_output=True, timeout=120)
+    return out
+
+
+def _static_page(bundle: Path, state: dict, extra: str) -> str:
+    css, esm = (bundle / "widget.css").read_text("utf-8"), (bundle / "widget.js").read_text("utf-8")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><style>{css}</style></head><body><div id="host"></div>
 <script>window.STATE = {json.dumps(state)}; window.EXTRA = {extra};</script>
 <script type="module">
 {SHIM}
-const url = URL.createObjectURL(new Blob([{json.dumps(_frontend.build_esm())}], {{ type: "text/javascript" }}));
+const url = URL.createObjectURL(new Blob([{json.dumps(esm)}], {{ type: "text/javascript" }}));
 const widget = await import(url);
 widget.default.render({{ model: window.model, el: document.getElementById("host") }});
 window.rendered = true;
@@ -607,10 +619,10 @@ def saved_state() -> dict:
 
 
 @pytest.mark.parametrize("how", ["shim", "no pong"])
-def test_without_a_kernel_the_saved_maps_stay_usable(browser, saved_state, tmp_path, how) -> None:
+def test_without_a_kernel_the_saved_maps_stay_usable(browser, bundle, saved_state, tmp_path, how) -> None:
     extra = '{kernelless: true, availableMethods: ["occlusion", "saliency"]}' if how == "shim" else "{}"
     html = tmp_path / "page.html"
-    html.write_text(_static_page({**saved_state, "notice": "a note from the kernel"}, extra))
+    html.write_text(_static_page(bundle, {**saved_state, "notice": "a note from the kernel"}, extra))
     with chromium_page(browser, {"width": 1000, "height": 1200}) as page:
         page.goto(html.as_uri())
         page.wait_for_function("() => window.rendered === true")
@@ -625,7 +637,8 @@ def test_without_a_kernel_the_saved_maps_stay_usable(browser, saved_state, tmp_p
         if how == "shim":
             assert methods == {"occlusion": True, "saliency": True}, methods
         else:
-            assert methods == {"occlusion": True, "grad_cam": False, "saliency": False, "smoothgrad": False}, methods
+            # Every method of the kernel's table (saved with the state), only the current one usable.
+            assert methods == {m["name"]: m["name"] == "occlusion" for m in saved_state["methods_table"]}, methods
         # What needs no kernel still works: tabs, opacity, colormap, hover.
         first = page.evaluate(CANVAS_STATS, ".ow-canvas")
         page.locator(".ow-tab").nth(1).click()
@@ -644,5 +657,45 @@ def test_without_a_kernel_the_saved_maps_stay_usable(browser, saved_state, tmp_p
         maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4").reshape(saved_state["map_data"]["shape"])
         truth = float(maps[1, int(data["y"]), int(data["x"])])
         assert abs(float(data["value"]) - truth) <= 1e-6 * max(1e-3, abs(truth)), (data, truth)
+        errors = [m for m in page.console_messages if m.startswith("pageerror")]
+        assert not errors, errors
+
+
+def test_the_method_table_and_the_percentile_clip_in_the_page(browser, bundle, saved_state, tmp_path) -> None:
+    """The buttons come from the saved `methods_table` (a made-up sixth method shows with its title and hint), and
+    "clip at percentile" rescales the map and colour bar in the browser to Python's colour_limit, as view state."""
+    import numpy as np
+
+    from occlusion_widget.render import colour_limit
+
+    sixth = {**saved_state["methods_table"][-1], "name": "deconvnet", "title": "Deconvnet", "hint": "Deconvnet: made up here"}
+    state = {**saved_state, "methods_table": [*saved_state["methods_table"], sixth]}
+    html = tmp_path / "page.html"
+    html.write_text(_static_page(bundle, state, "{kernelless: true}"))
+    with chromium_page(browser, {"width": 1000, "height": 1200}) as page:
+        page.goto(html.as_uri())
+        page.wait_for_function("() => window.rendered === true")
+        buttons = page.locator(".ow-method")
+        assert buttons.all_text_contents() == [m["title"] for m in state["methods_table"]]
+        assert page.locator(".ow-method[data-method='deconvnet']").get_attribute("title").startswith("Deconvnet: made up here")
+        assert _text(page, ".ow-title") == state["methods_table"][0]["heading"]
+        maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4").reshape(saved_state["map_data"]["shape"])
+        signed = saved_state["map_data"]["signed"]
+        page.wait_for_selector(".ow-colorbar-gradient[data-limit]")
+        full = float(page.locator(".ow-colorbar-gradient").get_attribute("data-limit"))
+        assert abs(full - colour_limit(maps[0], signed)) <= 1e-6 * abs(full)
+        assert "clipped" not in _text(page, ".ow-colorbar-caption")
+        before = page.evaluate(CANVAS_STATS, ".ow-canvas")
+        page.locator("select[data-param='percentile']").select_option("95")
+        page.wait_for_function("() => document.querySelector('.ow-colorbar-caption').textContent.includes('clipped')")
+        assert _text(page, ".ow-colorbar-caption").endswith("(clipped at the 95th percentile)")
+        clipped = float(page.locator(".ow-colorbar-gradient").get_attribute("data-limit"))
+        expected = colour_limit(maps[0], signed, 95)
+        assert abs(clipped - expected) <= 1e-6 * abs(expected) and clipped < full
+        assert page.evaluate(CANVAS_STATS, ".ow-canvas")["checksum"] != before["checksum"]
+        assert page.evaluate("() => window.model.get('percentile')") == 95, "kept as view state (the synced trait)"
+        page.locator("select[data-param='percentile']").select_option("")
+        page.wait_for_function("() => !document.querySelector('.ow-colorbar-caption').textContent.includes('clipped')")
+        assert page.evaluate("() => window.model.get('percentile')") is None
         errors = [m for m in page.console_messages if m.startswith("pageerror")]
         assert not errors, errors
