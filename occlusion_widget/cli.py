@@ -12,11 +12,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .cli_methods import (
+    CliError,
+    add_method_options,
+    method_params,
+    methods_help,
+    option,
+    parse_method,
+)
+
 MAP_HELP = """\
-Compute occlusion sensitivity maps of an image and write them as a PNG figure
-(one panel per class, the map over the image, red = the region supports the
-class, blue = it works against it). With no IMAGE, the bundled sample
-photograph is used; with no --model, the embedded EfficientNet-Lite0.
+Compute attribution maps of an image (occlusion sensitivity by default, or
+--method grad-cam, saliency, smoothgrad, integrated-gradients) and write them
+as a PNG figure (one panel per class, the map over the image; for occlusion
+red = the region supports the class, blue = it works against it). With no
+IMAGE, the bundled sample photograph is used; with no --model, the embedded
+EfficientNet-Lite0.
 
 examples:
   occlusion-widget map
@@ -27,9 +38,13 @@ examples:
   occlusion-widget map cat.jpg --model torchvision:resnet50    (weights download once)
   occlusion-widget map cat.jpg --model torchvision:resnet18:none --mask-value blur
   occlusion-widget map cat.jpg --html report.html              (interactive, standalone)
+  occlusion-widget map --method integrated-gradients --steps 32 --percentile 99
+  occlusion-widget map --method smoothgrad --n-samples 50 --noise-level 0.1
 
---npz writes the arrays: grid (K, gy, gx), maps (K, H, W), pixel_mean (K, H, W),
-targets, labels, base_scores, boxes (gy, gx, 4) as [y0, x0, y1, x1), to exactly the name given.
+{methods}
+--npz writes the arrays: grid (K, gy, gx) (occlusion: per mask position), maps (K, H, W),
+targets, labels, base_scores; occlusion adds pixel_mean (K, H, W) and boxes (gy, gx, 4) as
+[y0, x0, y1, x1), Integrated Gradients attributions (K, C, H, W); to exactly the name given.
 Output paths are checked before computing; user errors print one line and exit with status 2.
 """
 
@@ -41,34 +56,6 @@ examples:
   occlusion-widget demo
   occlusion-widget demo --dir ~/occlusion-demo --no-browser
 """
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-def _pair(text: str, name: str) -> int | tuple[int, int] | str:
-    if text == "auto":
-        return text
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise CliError(f"--{name}: expected 'auto', N or H,W with integers, got {text!r}") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise CliError(f"--{name}: expected 'auto', N or H,W, got {text!r}")
-
-
-def _mask_value(text: str) -> float | list[float] | str:
-    if text in ("auto", "blur"):
-        return text
-    try:
-        values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise CliError(f"--mask-value: expected 'auto', 'blur', a number or R,G,B, got {text!r}") from None
-    return values[0] if len(values) == 1 else values
 
 
 def _targets(text: str | None) -> list[int] | None:
@@ -130,30 +117,29 @@ def _html_available() -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="occlusion-widget",
-        description="Occlusion sensitivity maps for PyTorch image classifiers.",
+        description="Occlusion sensitivity (and gradient) maps for PyTorch image classifiers.",
         epilog="Run 'occlusion-widget map --help' or 'occlusion-widget demo --help' for details.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{map,demo}")
     fmt = argparse.RawDescriptionHelpFormatter
-    m = sub.add_parser("map", help="write occlusion maps of an image to a PNG", description=MAP_HELP, formatter_class=fmt)
+    m = sub.add_parser("map", help="write attribution maps of an image to a PNG", formatter_class=fmt,
+                       description=MAP_HELP.format(methods=methods_help()))
     m.add_argument("image", nargs="?", help="image file (default: the bundled sample photograph)")
     m.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0) or torchvision:NAME[:WEIGHTS]")
-    m.add_argument("--mask-size", default="auto", help="'auto' (20%% of the size), N, or H,W in pixels")
-    m.add_argument("--stride", default="auto", help="'auto' (10%% of the size), N, or H,W in pixels")
-    m.add_argument("--mask-value", default="auto", help="'auto' (channel means), 'blur', a number, or R,G,B in [0, 1]")
-    m.add_argument("--no-clipping", action="store_true", help="keep every mask full size (no smaller masks at the edges)")
-    m.add_argument("--upsampling", default="bicubic", choices=("bicubic", "nearest", "none"))
-    m.add_argument("--output", default="probability", choices=("probability", "logit"), help="score to explain")
+    m.add_argument("--method", type=parse_method, default="occlusion",
+                   help="occlusion (default), grad-cam, saliency, smoothgrad or integrated-gradients (- or _)")
     group = m.add_mutually_exclusive_group()
     group.add_argument("--top-k", type=int, default=None, help="explain the K best classes (default 3)")
     group.add_argument("--targets", help="explain these class indices, comma-separated")
-    m.add_argument("--batch-size", type=int, default=None, help="occluded images per forward pass")
     m.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    m.add_argument("--percentile", type=float, default=None,
+                   help="colour scale limit: this percentile of |map| (e.g. 99) instead of the largest value")
     m.add_argument("-o", "--out", default="occlusion.png",
                    help="figure to write: .png (default: occlusion.png), .pdf, .svg, .jpg, ...")
     m.add_argument("--npz", help="also save the arrays to this file (exactly this name)")
     m.add_argument("--html", help="also write a standalone interactive HTML report (no kernel needed to view it)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_method_options(m)
     d = sub.add_parser("demo", help="open the quickstart notebook in JupyterLab", description=DEMO_HELP, formatter_class=fmt)
     d.add_argument("--dir", help="folder to copy the notebook into (default: a new temporary folder)")
     d.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
@@ -161,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_map_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything that can be checked before loading a model: output paths, the image file, numbers."""
+    """Everything that can be checked before loading a model: output paths, the image file, numbers,
+    the options of the chosen method. Returns the method's keyword arguments (targets/top_k, device included)."""
     outputs = {"-o": check_output(args.out, "-o", _figure_formats())}
     if args.npz:
         outputs["--npz"] = check_output(args.npz, "--npz")
@@ -178,42 +165,52 @@ def check_map_args(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"image: no file at {args.image!r}")
     if args.top_k is not None and args.top_k < 1:
         raise CliError(f"--top-k {args.top_k}: use an integer from 1 to the number of classes")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CliError(f"--batch-size {args.batch_size}: use a positive integer")
+    if args.percentile is not None and not 0 < args.percentile <= 100:
+        raise CliError(f"--percentile {args.percentile:g}: use a number in (0, 100], e.g. 99")
     targets = _targets(args.targets)
-    return {
-        "targets": targets, "top_k": None if targets is not None else (3 if args.top_k is None else args.top_k),
-        "mask_size": _pair(args.mask_size, "mask-size"), "stride": _pair(args.stride, "stride"),
-        "mask_value": _mask_value(args.mask_value), "mask_clipping": not args.no_clipping,
-        "upsampling": args.upsampling, "output": args.output, "batch_size": args.batch_size, "device": args.device,
-    }
+    return {"targets": targets, "top_k": None if targets is not None else (3 if args.top_k is None else args.top_k),
+            "device": args.device, **method_params(args)}
 
 
-def _sweep(model, image, params: dict[str, Any], quiet: bool):
+def _compute(model, image, method: str, params: dict[str, Any], quiet: bool):
+    """``registry.run(method, ...)`` with a progress bar."""
     from tqdm import tqdm
 
-    from . import occlusion_sensitivity
+    from .methods.registry import get_method, run
 
-    bar = tqdm(total=0, unit="pos", desc="occlusion", disable=quiet or None, leave=False)
+    spec = get_method(method)
+    unit = "pos" if spec.kind == "perturbation" else "step"
+    bar = tqdm(total=0, unit=unit, desc=spec.title, disable=quiet or None, leave=False)
 
     def progress(done: int, total: int, _partial) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
+    params = dict(params)
     try:
-        return occlusion_sensitivity(model, image, params.pop("targets"), progress=progress, **params)
+        return run(method, model, image, params.pop("targets"), progress=progress, **params)
     finally:
         bar.close()
 
 
-def _sweep_in_widget(model, image, params: dict[str, Any], html: Path):
+def _compute_in_widget(model, image, method: str, params: dict[str, Any], percentile: float | None, html: Path):
     """Compute through the widget, which then writes the interactive report of the same result."""
+    from .methods.registry import get_method
     from .widget import OcclusionWidget
 
-    # Traits take lists for pairs, and leave out what is unset (the widget's own defaults are the engine's).
-    params = {key: list(value) if isinstance(value, tuple) else value for key, value in params.items()
-              if value is not None or key == "targets"}
-    widget = OcclusionWidget(model, image, **params)
+    spec = get_method(method)
+    traits: dict[str, Any] = {"method": method, "percentile": percentile, "device": params["device"],
+                              "targets": params["targets"]}
+    if params["top_k"] is not None:
+        traits["top_k"] = params["top_k"]
+    for name, value in params.items():
+        if name in ("targets", "top_k", "device"):
+            continue
+        trait = spec.param(name).trait
+        if trait is None:
+            raise CliError(f"{option(name)} cannot be used with --html: the widget has no control for it")
+        traits[trait] = list(value) if isinstance(value, tuple) else value  # traits take lists for pairs
+    widget = OcclusionWidget(model, image, **traits)
     try:
         widget.wait()
         if widget.status != "done" or widget.result is None:
@@ -224,13 +221,26 @@ def _sweep_in_widget(model, image, params: dict[str, Any], html: Path):
         widget.close()
 
 
-def run_map(args: argparse.Namespace) -> None:
+def _save_arrays(path: Path, result, perturbation: bool) -> None:
     import numpy as np
 
+    arrays = {"grid": result.grid, "maps": result.maps, "targets": result.targets,
+              "labels": np.array(result.labels or []), "base_scores": result.base_scores}
+    if perturbation:
+        arrays.update(pixel_mean=result.pixel_mean(), boxes=result.boxes)
+    if "attributions" in result.extra:  # Integrated Gradients: per channel, before the map's reduction
+        arrays["attributions"] = np.asarray(result.extra["attributions"])
+    with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a name without it
+        np.savez_compressed(fh, **arrays)
+
+
+def run_map(args: argparse.Namespace) -> None:
     from . import sample_image
+    from .methods.registry import get_method
     from .render import save_figure
 
     params = check_map_args(args)
+    spec = get_method(args.method)
     model = load_model(args.model)
     n_classes = len(model.labels) if model.labels else None
     if params["top_k"] is not None and n_classes is not None and params["top_k"] > n_classes:
@@ -239,21 +249,16 @@ def run_map(args: argparse.Namespace) -> None:
     image = str(Path(args.image).expanduser()) if args.image else sample_image()
     try:
         if args.html:
-            result = _sweep_in_widget(model, image, params, Path(args.html).expanduser())
+            result = _compute_in_widget(model, image, args.method, params, args.percentile, Path(args.html).expanduser())
         else:
-            result = _sweep(model, image, params, args.quiet)
+            result = _compute(model, image, args.method, params, args.quiet)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
     written = [args.out]
     try:
-        save_figure(result, Path(args.out).expanduser())
+        save_figure(result, Path(args.out).expanduser(), percentile=args.percentile)
         if args.npz:
-            # A file object: np.savez would append ".npz" to a name without it.
-            with open(Path(args.npz).expanduser(), "wb") as fh:
-                np.savez_compressed(
-                    fh, grid=result.grid, maps=result.maps, pixel_mean=result.pixel_mean(), targets=result.targets,
-                    labels=np.array(result.labels or []), base_scores=result.base_scores, boxes=result.boxes,
-                )
+            _save_arrays(Path(args.npz).expanduser(), result, spec.kind == "perturbation")
             written.append(args.npz)
     except OSError as exc:  # a full disk, or the folder removed while computing
         raise CliError(f"could not write the output: {exc}") from None
@@ -261,8 +266,8 @@ def run_map(args: argparse.Namespace) -> None:
         written.append(args.html)
     if not args.quiet:
         names = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(result.labels or result.targets, result.base_scores))
-        positions = result.computed.size
-        print(f"{names}\n{positions} mask positions, {result.n_forward} forward batches, "
+        work = f"{result.computed.size} mask positions, " if spec.kind == "perturbation" else f"{spec.title}: "
+        print(f"{names}\n{work}{result.n_forward} forward batches, "
               f"{result.elapsed_s:.1f} s on {result.params.device} -> {', '.join(written)}")
 
 

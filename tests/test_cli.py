@@ -275,3 +275,87 @@ def test_html_unavailable_is_one_line(tmp_path, monkeypatch, capsys, no_compute)
     monkeypatch.setattr(cli, "_html_available", lambda: False)
     err = run_error(["map", "-o", str(tmp_path / "x.png"), "--html", str(tmp_path / "r.html")], capsys)
     assert "--html: the HTML report is not available" in err
+
+
+# --- every method from the registry -----------------------------------------------------------------------
+
+
+def test_integrated_gradients_from_the_command_line(tmp_path, monkeypatch, capsys, saved_figures):
+    from conftest import assert_close, tiny_model
+
+    from occlusion_widget import sample_image
+    from occlusion_widget.methods import integrated_gradients
+
+    model = tiny_model()
+    monkeypatch.setattr(cli, "load_model", lambda spec: model)
+    out, npz = tmp_path / "ig.png", tmp_path / "ig.npz"
+    main(["map", "--method", "integrated-gradients", "--steps", "8", "--baseline", "0.5", "--targets", "3,7",
+          "-o", str(out), "--npz", str(npz)])
+    with Image.open(out) as img:
+        assert img.format == "PNG"
+    assert len(panel_titles(saved_figures[0])) == 2
+    arrays = np.load(npz)
+    ref = integrated_gradients(model, sample_image(), [3, 7], steps=8, baseline=0.5)
+    assert_close(arrays["maps"], ref.maps)
+    assert_close(arrays["attributions"], ref.extra["attributions"])
+    assert "boxes" not in arrays and "pixel_mean" not in arrays, "mask positions belong to occlusion only"
+    assert "Integrated Gradients" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "grad-cam", "Saliency", "smoothgrad"])
+def test_method_names_take_dashes_or_underscores(method, tmp_path, monkeypatch, saved_figures):
+    from conftest import tiny_model
+
+    monkeypatch.setattr(cli, "load_model", lambda spec: tiny_model())
+    extra = ["--n-samples", "2"] if method == "smoothgrad" else []
+    main(["map", "--method", method, "--top-k", "1", "-q", "-o", str(tmp_path / "m.png"), *extra])
+    assert (tmp_path / "m.png").is_file() and len(saved_figures) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--n-samples", "4"], "--n-samples is not a parameter of occlusion; it belongs to smoothgrad"),
+        (["--method", "saliency", "--mask-size", "9"], "--mask-size is not a parameter of saliency; it belongs to occlusion"),
+        (["--method", "integrated-gradients", "--steps", "0"], "--steps 0: use a positive integer"),
+        (["--method", "grad-cam", "--upsampling", "bicubic", "--layer", "x", "--reduce", "sum"], "belongs to saliency, smoothgrad"),
+        (["--method", "integrated-gradients", "--baseline", "black"], "--baseline: expected a number or R,G,B"),
+        (["--percentile", "0"], "--percentile 0: use a number in (0, 100]"),
+    ],
+)
+def test_an_option_the_method_lacks_is_refused_before_computing(argv, message, capsys, no_compute, tmp_path):
+    assert message in run_error(["map", *argv, "-o", str(tmp_path / "x.png")], capsys)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_an_unknown_method_is_refused_with_the_names(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["map", "--method", "lime"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'lime'" in err and "integrated-gradients" in err
+
+
+def test_percentile_saturates_the_colour_scale(tmp_path, monkeypatch, saved_figures):
+    from conftest import tiny_model
+
+    monkeypatch.setattr(cli, "load_model", lambda spec: tiny_model())
+    common = ["map", "--targets", "3", "--mask-size", "8", "--stride", "4", "-q"]
+    main([*common, "-o", str(tmp_path / "full.png"), "--npz", str(tmp_path / "m.npz")])
+    main([*common, "--percentile", "99", "-o", str(tmp_path / "p99.png")])
+    maps = np.load(tmp_path / "m.npz")["maps"]
+    limits = [fig.axes[0].get_images()[-1].get_clim()[1] for fig in saved_figures]
+    assert limits[0] == pytest.approx(float(np.abs(maps).max()), rel=1e-5)
+    assert limits[1] == pytest.approx(float(np.percentile(np.abs(maps), 99)), rel=1e-5) and limits[1] < limits[0]
+
+
+def test_help_lists_every_method_and_its_options(capsys):
+    from occlusion_widget.methods.registry import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["map", "--help"])
+    out = capsys.readouterr().out
+    for spec in METHODS.values():
+        assert spec.name.replace("_", "-") in out
+        for p in spec.params:
+            assert "--" + p.name.replace("_", "-") in out
