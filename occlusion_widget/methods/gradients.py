@@ -88,7 +88,8 @@ def saliency(
         params = AttributionParams("saliency", output_name, "none", reduce=reduce, device=str(p.device))
 
         def result(done: int) -> AttributionResult:
-            return _result(p, "saliency", maps, scores[0].detach(), target_idx, params, done == len(target_idx), 1, start)
+            return _result(p, "saliency", maps, scores[0].detach(), target_idx, params,
+                           complete=done == len(target_idx), n_forward=1, start=start)
 
         for k, t in enumerate(target_idx):
             if cancelled(cancel):
@@ -183,7 +184,8 @@ def smoothgrad(
             # No copy done yet (cancelled before the first batch): nothing is known, NaN.
             mean = (total / n).float() if n else torch.full_like(total, float("nan"), dtype=torch.float32)
             maps = _reduce(mean.abs(), reduce, channel_dim=1).cpu().numpy()
-            res = _result(p, "smoothgrad", maps, base_all, target_idx, params, n == n_samples, n_forward, start)
+            res = _result(p, "smoothgrad", maps, base_all, target_idx, params,
+                          complete=n == n_samples, n_forward=n_forward, start=start)
             res.extra["mean_gradient"] = mean.cpu().numpy()
             return res
 
@@ -219,7 +221,7 @@ def _reduce(magnitude: torch.Tensor, reduce: str, channel_dim: int = 0) -> torch
 
 
 def _result(p: Prepared, method: str, maps: np.ndarray, base_all: torch.Tensor, target_idx: np.ndarray,
-            params: AttributionParams, complete: bool, n_forward: int, start: float) -> AttributionResult:
+            params: AttributionParams, *, complete: bool, n_forward: int, start: float) -> AttributionResult:
     """Pack (K, H, W) maps (grid = maps: pixel resolution); 1-D signals drop the height axis."""
     maps = np.asarray(maps, dtype=np.float32)
     image = p.x.detach().cpu().numpy()
