@@ -165,7 +165,8 @@ def test_switching_method_mid_smoothgrad_cancels_it(make_widget, image, monkeypa
     assert not w.map_data["complete"] and w.map_data["method"] == "smoothgrad", "SmoothGrad's running mean streams"
     w.method = "saliency"
     wait_done(w)
-    assert isinstance(smooth[0]["outcome"], methods.Cancelled), "methods.Cancelled ends the old one"
+    old = smooth[0]["outcome"]  # the one cancellation contract: a cancelled method returns an incomplete result
+    assert isinstance(old, occlusion_widget.MapResult) and not old.complete, "the cancel ends the old one"
     assert w.result.method == "saliency" and w.map_data["complete"]
 
 
@@ -322,6 +323,29 @@ def test_save_png_and_the_static_snapshot_follow_the_method(make_widget, image, 
     assert path.read_bytes().startswith(b"\x89PNG") and w.result.method == "saliency"
     assert w._snapshot.png().startswith(b"\x89PNG")
     assert "method='saliency'" in repr(w)
+
+
+def test_percentile_is_view_state_used_by_save_png_and_the_snapshot(make_widget, image, tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    w = make_widget(tiny_model(), image, top_k=1, mask_size=8, stride=4)
+    wait_done(w)
+    version, before = w.map_data["version"], w._snapshot.png()
+    w.percentile = 90.0
+    assert not w._controller.busy and w.map_data["version"] == version, "a view setting: nothing recomputes"
+    assert w._snapshot.png() != before, "the static figure follows the colour limit"
+    figures = []
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self) or original(self, *a, **k))
+    w.save_png(tmp_path / "p90.png")
+    limit = figures[0].axes[0].get_images()[-1].get_clim()[1]
+    assert limit == near(np.percentile(np.abs(w.result.maps[0]), 90)) and limit < np.abs(w.result.maps[0]).max()
+    for bad in (0.0, 100.5, -3.0, float("nan")):
+        with pytest.raises(traitlets.TraitError, match=r"percentile=.* is not allowed; use None or a finite number in \(0, 100\]"):
+            w.percentile = bad
+    assert w.percentile == 90.0, "a refused value leaves the old one"
+    w.percentile = None
+    assert w.percentile is None
 
 
 def test_new_traits_are_typed_and_documented() -> None:

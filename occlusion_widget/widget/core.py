@@ -254,10 +254,8 @@ class OcclusionWidget(WidgetTraits):
 
     def figure_options(self) -> dict[str, Any]:
         """The keyword arguments :func:`occlusion_widget.render.figure` gets to draw what the widget shows."""
-        options: dict[str, Any] = {"cmap": self.colormap, "alpha": self.opacity}
-        if self.percentile is not None:
-            options["percentile"] = self.percentile
-        return options
+        return {"cmap": self.colormap, "sequential_cmap": self.sequential_colormap, "alpha": self.opacity,
+                "percentile": self.percentile}
 
     def save_html(self, path: str | PathLike) -> pathlib.Path:
         """Save the widget as one self-contained HTML file: the maps, tabs, computed methods, compare
