@@ -29,7 +29,7 @@ from .targets_adapters import Detections, adapt_output, output_kind
 
 __all__ = [
     "Detections", "DetectionTarget", "SegmentationTarget", "Target", "TargetsOutput",
-    "adapt_output", "default_targets", "targets_output",
+    "adapt_output", "default_targets", "explain_targets", "targets_output",
 ]
 
 Box = Union[Sequence[float], np.ndarray, torch.Tensor]
