@@ -117,3 +117,56 @@ def test_errors():
         filter_visualization(model, "1", size=0, device="cpu")
     with pytest.raises(TypeError, match="filters='a'"):
         filter_visualization(model, "1", "a", device="cpu")
+
+
+# --- the `occlusion-widget filters` sub-command (occlusion_widget/filters_cli.py) ---
+
+def _args(tmp_path, *argv):
+    import argparse
+
+    from occlusion_widget.filters_cli import add_parser
+
+    parser = argparse.ArgumentParser(prog="occlusion-widget")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["filters", *argv])
+
+
+def test_cli_writes_the_figure_on_the_default_model(tmp_path, capsys):
+    from PIL import Image
+
+    from occlusion_widget.filters_cli import run
+
+    out = tmp_path / "filters.png"
+    args = _args(tmp_path, "--layer", "1._conv_stem", "--num-filters", "4", "--iterations", "3", "-o", str(out))
+    assert run(args) == out
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size[0] > 100
+    assert "4 filters of 1._conv_stem" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_and_come_before_computing(tmp_path, monkeypatch):
+    import occlusion_widget.cli as cli
+    from occlusion_widget.filters_cli import run
+
+    def no_model(_spec):
+        raise AssertionError("the model must not be loaded before the outputs are checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(cli, "load_model", no_model)
+        for argv, message in [
+            (["-o", str(tmp_path / "f.xyz")], "'xyz' is not a figure format"),
+            (["-o", str(tmp_path / "missing" / "f.png")], "does not exist"),
+            ([str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "f.png")], "no such file"),
+            (["--filters", "1,x", "-o", str(tmp_path / "f.png")], "--filters: expected indices"),
+            (["--iterations", "0", "-o", str(tmp_path / "f.png")], "--iterations 0"),
+        ]:
+            with pytest.raises(cli.CliError, match=message):
+                run(_args(tmp_path, "--layer", "1._conv_stem", *argv))
+    for argv, message in [
+        (["--layer", "1.nope"], r"--layer '1.nope' is not a module"),
+        (["--layer", "1._conv_stem", "--num-filters", "33"], "has 32 channels"),
+    ]:
+        with pytest.raises(cli.CliError, match=message) as info:
+            run(_args(tmp_path, *argv, "--iterations", "1", "-o", str(tmp_path / "f.png")))
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "f.png").exists()
