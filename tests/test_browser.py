@@ -26,6 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 
+JS = Path(__file__).resolve().parent.parent / "js"
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -236,6 +238,12 @@ def _assert_figure(path: Path, min_width: int, min_height: int) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    # The kernel serves occlusion_widget/static/ (build output): rebuild it from js/ so that the page runs the
+    # sources under test, not the bundle of the last `pip install -e .` (esbuild takes well under a second).
+    from occlusion_widget.widget import frontend
+
+    if not hasattr(frontend, "build_esm"):
+        subprocess.run(["npm", "run", "--silent", "build"], cwd=JS, check=True, capture_output=True, timeout=120)
     with lab_server(tmp_path_factory.mktemp("lab")) as server:
         yield server
 
@@ -442,20 +450,24 @@ def test_methods_compare_and_layers(page) -> None:
     # Tabs and preview speak one unit: the tabs' percentages are the preview's unoccluded scores.
     assert "%" in page.locator(".ow-tab").nth(0).inner_text() and "%" in _text(page, ".ow-preview-summary")
 
-    # The compare view: four panels, each with its deletion and insertion AUC once computed.
+    # The compare view: one panel per method of the kernel's table, each with its deletion and insertion AUC.
+    from occlusion_widget.methods.registry import browser_table
+
+    table = browser_table()
+    n = len(table)
     page.locator(".ow-toggle[data-view='compare']").click()
-    page.wait_for_function("() => document.querySelectorAll('.ow-compare-card').length === 4", timeout=30_000)
-    page.wait_for_selector(".ow-compare[data-status='done']", timeout=90_000)
+    page.wait_for_function(f"() => document.querySelectorAll('.ow-compare-card').length === {n}", timeout=30_000)
+    page.wait_for_selector(".ow-compare[data-status='done']", timeout=180_000)
+    assert _text(page, ".ow-compare .ow-section-title").startswith(f"All {n} methods for ")
     cards = page.locator(".ow-compare-card")
-    titles = [cards.nth(i).locator(".ow-compare-title").inner_text() for i in range(4)]
-    assert titles == ["Occlusion", "Grad-CAM", "Saliency", "SmoothGrad"], titles
-    for i in range(4):
+    titles = [cards.nth(i).locator(".ow-compare-title").inner_text() for i in range(n)]
+    assert titles == [m["title"] for m in table], titles
+    for i in range(n):
         aucs = cards.nth(i).locator(".ow-aucs").inner_text()
         assert "deletion 0." in aucs.replace("\n", " ") and "insertion 0." in aucs.replace("\n", " "), aucs
-    panels = [page.evaluate(CANVAS_STATS, f".ow-compare-card[data-method='{m}'] canvas")["checksum"]
-              for m in ("occlusion", "grad_cam", "saliency", "smoothgrad")]
-    assert len(set(panels)) == 4, "four different maps"
-    # Its download: all four panels with their AUCs.
+    panels = [page.evaluate(CANVAS_STATS, f".ow-compare-card[data-method='{m['name']}'] canvas")["checksum"] for m in table]
+    assert len(set(panels)) == n, "different maps"
+    # Its download: all panels with their AUCs.
     with page.expect_download() as download:
         page.locator("button", has_text="Download PNG").click()
     path = page.artifacts / "compare.png"
@@ -562,9 +574,6 @@ window.model = { get: (k) => state[k], set: (k, v) => { state[k] = v; (handlers[
   on: (e, f) => (handlers[e] = handlers[e] || []).push(f), off: (e, f) => { handlers[e] = (handlers[e] || []).filter((g) => g !== f); },
   save_changes: () => {}, send: (m) => window.sent.push(m), ...window.EXTRA };
 """
-
-
-JS = Path(__file__).resolve().parent.parent / "js"
 
 
 @pytest.fixture(scope="module")
