@@ -175,7 +175,8 @@ def _same_maps(one, per_target):
 def test_all_detections_of_a_torchvision_detector_in_one_sweep():
     torch.manual_seed(0)
     det = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
-        weights=None, weights_backbone=None, min_size=160, max_size=160, box_score_thresh=0.0)
+        weights=None, weights_backbone=None, min_size=160, max_size=160, box_score_thresh=0.0, num_classes=5,
+        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_detections_per_img=20)  # small heads: fast
     det.train()
     model = Counting(DetectorModule(det, max_batch=4))
     image = torch.rand(3, 160, 160, generator=torch.Generator().manual_seed(1))
@@ -196,7 +197,8 @@ def test_all_detections_of_a_torchvision_detector_in_one_sweep():
 def test_detector_module_batches_like_single_images():
     torch.manual_seed(0)
     det = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
-        weights=None, weights_backbone=None, min_size=128, max_size=128, box_score_thresh=0.0).eval()
+        weights=None, weights_backbone=None, min_size=128, max_size=128, box_score_thresh=0.0, num_classes=5,
+        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_detections_per_img=20).eval()
     images = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         batched = DetectorModule(det, max_batch=2)(images)
