@@ -19,7 +19,12 @@ from conftest import assert_close, tiny_model
 from PIL import Image
 
 from occlusion_widget.audit import Audit, audit
-from occlusion_widget.audit.gallery import AuditGallery, AuditWidget, asset_path, composite
+from occlusion_widget.audit.gallery import (
+    AuditGallery,
+    AuditWidget,
+    asset_path,
+    composite,
+)
 
 SWEEP = {"mask_size": 8, "stride": 8}
 CHROMIUM = "/usr/bin/chromium"
@@ -104,7 +109,7 @@ def test_sort_and_filter_rules(widget, tiny_audit) -> None:
     assert len(conf) == len(t) and np.all(np.diff(conf) <= 0)
     widget.filter_correct = "incorrect"
     shown = widget.visible_rows()
-    assert len(shown) == int((t["correct"] == False).sum()) and not shown["correct"].any()  # noqa: E712
+    assert len(shown) == int((~t["correct"].astype(bool)).sum()) and not shown["correct"].any()
     widget.filter_correct, widget.filter_class = "all", widget.gallery.classes[0]
     assert set(widget.visible_rows()["true_name"]) == {widget.gallery.classes[0]}
     widget.filter_class = ""
@@ -252,22 +257,63 @@ def browser():
             b.close()
 
 
-@pytest.mark.browser
-def test_the_gallery_in_chromium(browser, tiny_audit, tmp_path) -> None:
-    w = AuditWidget(tiny_audit)
-    state = {k: v for k, v in w.gallery.get_state().items() if not k.startswith("_")}
-    html = tmp_path / "gallery.html"
+def _open_page(browser: Any, gallery: AuditGallery, folder: Path) -> tuple[Any, list[str]]:
+    """A page rendering the gallery module over ``gallery``'s state; (page, page errors so far)."""
+    state = {k: v for k, v in gallery.get_state().items() if not k.startswith("_")}
+    html = folder / "gallery.html"
     html.write_text(PAGE.format(css=asset_path("gallery.css").read_text("utf-8"), state=json.dumps(_encode(state)),
                                 esm=json.dumps(asset_path("gallery.js").read_text("utf-8"))))
-    t, n = tiny_audit.table, len(tiny_audit.table)
-    context = browser.new_context(viewport={"width": 900, "height": 900})
-    page = context.new_page()
+    page = browser.new_context(viewport={"width": 900, "height": 900}).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(html.as_uri())
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
-        page.goto(html.as_uri())
-        page.wait_for_function("() => window.rendered === true")
+        page.wait_for_function("() => window.rendered === true", timeout=15_000)
+    except PlaywrightTimeout:
+        page.context.close()
+        raise AssertionError(f"the gallery did not render: {errors}") from None
+    return page, errors
+
+
+@pytest.mark.browser
+def test_the_browser_applies_the_python_rules(browser, tmp_path) -> None:
+    """gallery.js's visibleRows and AuditGallery.visible_rows agree, missing values and booleans included."""
+    table = pd.DataFrame({"score": [0.5, np.nan, 0.1, 0.9, np.nan, 0.5, -2.0],
+                          "hit": [True, None, False, True, False, None, True],
+                          "true_name": ["a", "b", "a", None, "b", "a", "b"],
+                          "correct": [True, False, None, True, False, True, False]})
+    rows = [{"row": i, **{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}}
+            for i, rec in enumerate(table.astype(object).where(table.notna(), None).to_dict("records"))]
+    g = AuditGallery(rows=rows, numeric_columns=["score", "hit"], classes=["a", "b"])
+    page, errors = _open_page(browser, g, tmp_path)
+    try:
+        states = [{}, {"sort_by": "score"}, {"sort_by": "score", "descending": True}, {"sort_by": "hit", "descending": True},
+                  {"filter_class": "a"}, {"filter_correct": "correct"}, {"filter_correct": "incorrect", "sort_by": "score"},
+                  {"filter_metric": "score", "filter_min": 0.1, "filter_max": 0.5},
+                  {"filter_metric": "hit", "filter_min": 0.5}, {"filter_metric": "score"}]
+        for state in states:
+            g.set_trait("sort_by", ""), g.set_trait("descending", False), g.set_trait("filter_class", "")
+            g.set_trait("filter_correct", "all"), g.set_trait("filter_metric", "")
+            g.set_trait("filter_min", None), g.set_trait("filter_max", None)
+            for k, v in state.items():
+                setattr(g, k, v)
+            js = page.evaluate("([rows, s]) => window.visibleRows(rows, s)", [rows, {"class_field": "true_name", **state}])
+            assert js == g.visible_rows(table), state
+        assert not errors, errors
+    finally:
+        page.context.close()
+        g.close()
+
+
+@pytest.mark.browser
+def test_the_gallery_in_chromium(browser, tiny_audit, tmp_path) -> None:
+    w = AuditWidget(tiny_audit)
+    t, n = tiny_audit.table, len(tiny_audit.table)
+    page, errors = _open_page(browser, w.gallery, tmp_path)
+    try:
 
         def order() -> list[int]:
             return [int(r) for r in page.eval_on_selector_all(
@@ -312,5 +358,5 @@ def test_the_gallery_in_chromium(browser, tiny_audit, tmp_path) -> None:
         assert page.locator(".owa-summary tbody tr").count() == len(w.gallery.classes) + 1
         assert not errors, errors
     finally:
-        context.close()
+        page.context.close()
         w.close()

@@ -249,7 +249,8 @@ function render({ model, el }) {
       fig.append(img, element("figcaption", "", `${m.name} (${m.count})`));
       means.appendChild(fig);
     }
-    const s = model.get("summary") || { columns: [], rows: [] };
+    const summaryState = model.get("summary") || {};
+    const s = { columns: summaryState.columns || [], rows: summaryState.rows || [] };
     table.replaceChildren();
     const head = element("tr");
     for (const c of s.columns) head.appendChild(element("th", "", c.replaceAll("_", " ")));

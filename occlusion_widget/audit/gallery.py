@@ -15,7 +15,6 @@ own map's largest |value| (as each class tab in the main widget), so a weak map 
 
 from __future__ import annotations
 
-import io
 import math
 from importlib import resources
 from pathlib import Path
@@ -26,7 +25,8 @@ import ipywidgets
 import numpy as np
 import pandas as pd
 import traitlets as t
-from PIL import Image
+
+from .thumbnails import composite, jpeg
 
 #: Columns never offered for sorting (indices, positions, timings, ids).
 _NOT_METRICS = ("image_index", "map_index", "true_label", "pred_label", "target", "peak_y", "peak_x")
@@ -43,64 +43,6 @@ def asset_path(name: str) -> Path:
         return repo
     raise FileNotFoundError(f"occlusion_widget.audit: the gallery's browser file {name!r} is missing (looked in "
                             f"occlusion_widget/static/audit/ and {repo.parent}); reinstall the package")
-
-
-# --- pictures -------------------------------------------------------------------------------------------------
-
-def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    h, w = size
-    scale = longest / max(h, w)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
-def _colour(smap: np.ndarray, signed: bool, cmap: str) -> tuple[np.ndarray, np.ndarray]:
-    """RGB (H, W, 3) in [0, 1] and strength (H, W) in [0, 1] of a map, scaled by its own largest |value|."""
-    import matplotlib
-
-    m = np.nan_to_num(np.asarray(smap, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    scale = float(np.abs(m).max()) or 1.0
-    v = m / scale
-    if signed:
-        rgb, strength = matplotlib.colormaps[cmap]((v + 1) / 2)[..., :3], np.abs(v)
-    else:
-        v = np.clip(v, 0, 1)
-        rgb, strength = matplotlib.colormaps[cmap](v)[..., :3], v
-    return rgb, strength
-
-
-def composite(image: np.ndarray | None, smap: np.ndarray, *, signed: bool, cmap: str, opacity: float,
-              size: int) -> np.ndarray:
-    """A thumbnail: the map over the image, longest side ``size``.
-
-    Parameters
-    ----------
-    image : (H, W, 3) uint8 or None
-        None: the coloured map alone (class means).
-    smap : (H, W) float map; NaN counts as 0.
-    signed : diverging scale around 0 (occlusion) or sequential from 0 (gradient maps).
-    opacity : the overlay's opacity where the map is strongest; it fades to 0 where the map is 0.
-
-    Returns
-    -------
-    (h, w, 3) uint8
-    """
-    wh = _fit(smap.shape, size)
-    small = np.asarray(Image.fromarray(np.asarray(smap, dtype=np.float32)).resize(wh, Image.BILINEAR))
-    rgb, strength = _colour(small, signed, cmap)
-    if image is None:
-        out = rgb
-    else:
-        base = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(wh, Image.LANCZOS),
-                          dtype=np.float64) / 255
-        alpha = (opacity * strength)[..., None]
-        out = (1 - alpha) * base + alpha * rgb
-    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
 
 
 def _json_value(v: Any) -> Any:
@@ -319,12 +261,12 @@ class AuditWidget(ipywidgets.VBox):
             row = {k: _json_value(v) for k, v in rec.items() if not k.startswith("time_")}
             row["row"] = i
             rows.append(row)
-        thumbs = [_jpeg(composite(audit.image(i), audit.map(i), signed=signed, cmap=cmap, opacity=float(opacity),
+        thumbs = [jpeg(composite(audit.image(i), audit.map(i), signed=signed, cmap=cmap, opacity=float(opacity),
                                   size=int(thumb_size))) for i in range(len(table))]
         counts = table[{"target": "target_name", "true": "true_name", "predicted": "pred_name"}.get(means_by, "target_name")]\
             .value_counts()
         means = [{"name": name, "count": int(counts.get(name, 0)),
-                  "thumb": _jpeg(composite(None, m, signed=signed, cmap=cmap, opacity=1.0, size=int(thumb_size)))}
+                  "thumb": jpeg(composite(None, m, signed=signed, cmap=cmap, opacity=1.0, size=int(thumb_size)))}
                  for name, m in audit.class_means(by=means_by).items()]
         n_images = table["image_id"].nunique() if "image_id" in table else len(table)
         self.gallery = AuditGallery(
@@ -398,7 +340,7 @@ class AuditWidget(ipywidgets.VBox):
             image, kwargs = self._widget_kwargs(int(i))
             row = self.audit.table.iloc[int(i)]
             self.opened_widget = OcclusionWidget(self.model, image, targets=[int(row["target"])], **kwargs)
-        except Exception as exc:  # shown in the gallery: a callback's exception would only reach the log
+        except Exception as exc:  # noqa: BLE001 - shown in the gallery: a callback's exception only reaches the log
             self.gallery.error = f"row {i} ({self.audit.table.iloc[int(i)]['image_id']}): {type(exc).__name__}: {exc}"
             return
         self.detail.children = (self.opened_widget,)
