@@ -36,22 +36,10 @@ def wrapped() -> dict:
     return {name: from_timm(name, pretrained=False) for name in MODELS}
 
 
-# ImageClassifier.preprocess crops at floor((resized - crop) / 2) and rounds the longer side; torchvision
-# (so timm) crops at round((resized - crop) / 2) and truncates the longer side. They differ by one pixel
-# when resize - crop is odd (resnet18: 235 - 224) or when the longer side is not a whole number
-# (400x300 at 248 -> 330.67). Fix requested in engine/classifier.py; strict, so the fix flags these.
-_OFF_BY_ONE = pytest.mark.xfail(strict=True, reason="ImageClassifier.preprocess rounds the crop offset and the "
-                                "longer side unlike torchvision's Resize/CenterCrop (fix requested)")
+# ImageClassifier.preprocess uses torchvision's Resize(int)/CenterCrop arithmetic, so every case matches
+# (resnet18's 235 - 224 is odd; 400x300 at 248 gives a fractional longer side).
 RESIZE = {"vit_tiny_patch16_224": 248, "resnet18": 235, "swin_tiny_patch4_window7_224": 248, "convnext_atto": 256}
-
-
-def _off_by_one(resize: int, size: tuple[int, int]) -> bool:
-    longer = resize * max(size) / min(size)
-    return (resize - 224) % 2 == 1 or int(longer) != round(longer)
-
-
-CASES = [pytest.param(name, size, marks=_OFF_BY_ONE if _off_by_one(RESIZE[name], size) else ())
-         for name in MODELS for size in [(512, 256), (300, 300), (400, 300)]]
+CASES = [(name, size) for name in MODELS for size in [(512, 256), (300, 300), (400, 300)]]
 
 
 @pytest.mark.parametrize("name, size", CASES)

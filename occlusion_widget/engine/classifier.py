@@ -128,10 +128,15 @@ class ImageClassifier:
         side = 2 * max(self.resize_size, *self.input_size)
         img = load_image(image, draft_size=(side, side))
         w, h = img.size
-        scale = self.resize_size / min(w, h)
-        new_w, new_h = max(self.input_size[1], round(w * scale)), max(self.input_size[0], round(h * scale))
+        # The same arithmetic as torchvision's Resize(int) and CenterCrop (the longer side truncated, the crop
+        # offset rounded), so a wrapped torchvision/timm model sees exactly what its own transform gives it.
+        short, long = min(w, h), max(w, h)
+        long_resized = int(self.resize_size * long / short)
+        new_w, new_h = (self.resize_size, long_resized) if w <= h else (long_resized, self.resize_size)
+        new_w, new_h = max(self.input_size[1], new_w), max(self.input_size[0], new_h)
         img = img.resize((new_w, new_h), self.interpolation)
-        left, top = (new_w - self.input_size[1]) // 2, (new_h - self.input_size[0]) // 2
+        left = int(round((new_w - self.input_size[1]) / 2.0))
+        top = int(round((new_h - self.input_size[0]) / 2.0))
         img = img.crop((left, top, left + self.input_size[1], top + self.input_size[0]))
         return to_unit_tensor(img)
 
