@@ -28,7 +28,8 @@ COMPARED = ["image_id", "image_index", "map_index", "true_label", "true_name", "
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                 p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)}})
     yield
     ray.shutdown()
 
