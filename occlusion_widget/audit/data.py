@@ -198,29 +198,24 @@ def original_size(image: Any) -> tuple[int, int] | None:
 def object_mask(shapes: list, size: tuple[int, int] | None, model: Any) -> np.ndarray:
     """The union of boxes / masks in original pixels, mapped to the model's input (H, W) as bool.
 
-    The mapping repeats ``ImageClassifier.preprocess``: shorter side to ``resize_size``, centre crop to
-    ``input_size``. ``size`` None (a tensor input) means the shapes are already in input pixels.
+    The shapes are drawn into a picture of the original size and that picture goes through the model's own
+    ``preprocess`` (its resize and centre crop, whatever their arithmetic), thresholded at half coverage.
+    ``size`` None (a tensor input) means the shapes are already in input pixels.
     """
     in_h, in_w = model.input_size
-    out = np.zeros((in_h, in_w), dtype=bool)
-    if size is None:
-        w = new_w = in_w
-        h = new_h = in_h
-    else:
-        w, h = size
-        scale = model.resize_size / min(w, h)
-        new_w, new_h = max(in_w, round(w * scale)), max(in_h, round(h * scale))
-    left, top = (new_w - in_w) // 2, (new_h - in_h) // 2
+    w, h = size if size is not None else (in_w, in_h)
+    canvas = np.zeros((h, w), dtype=bool)
     for s in shapes:
         if isinstance(s, np.ndarray):
             if s.shape != (h, w):
                 raise ValueError(f"annotations: a mask of shape {s.shape} for an image of {h}x{w} pixels")
-            big = np.asarray(Image.fromarray(s.astype(np.uint8) * 255).resize((new_w, new_h), Image.NEAREST)) > 0
-            out |= big[top:top + in_h, left:left + in_w]
+            canvas |= s
         else:
             x0, y0, x1, y1 = s
-            sx, sy = new_w / w, new_h / h
-            c0, c1 = int(np.floor(x0 * sx - left)), int(np.ceil(x1 * sx - left))
-            r0, r1 = int(np.floor(y0 * sy - top)), int(np.ceil(y1 * sy - top))
-            out[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
-    return out
+            c0, c1 = max(int(np.floor(x0)), 0), max(int(np.ceil(x1)), 0)
+            r0, r1 = max(int(np.floor(y0)), 0), max(int(np.ceil(y1)), 0)
+            canvas[r0:r1, c0:c1] = True
+    if size is None:
+        return canvas
+    picture = Image.fromarray(np.repeat(canvas[:, :, None], 3, axis=2).astype(np.uint8) * 255)
+    return model.preprocess(picture).mean(0).numpy() > 0.5
