@@ -333,6 +333,12 @@ def test_the_gallery_in_chromium(browser, tiny_audit, tmp_path) -> None:
         assert order() == expected != list(range(n))
         assert list(np.diff(t["confidence"].to_numpy()[expected]) <= 0) == [True] * (n - 1)
         assert ["sort_by", "confidence"] in page.evaluate("() => window.sets")
+        page.select_option("select[data-control='sort_by']", "concentration")  # its value joins the caption
+        w.gallery.sort_by = "concentration"
+        assert order() == w.gallery.visible_rows(t)
+        first = page.locator(".owa-thumb:not([hidden]) .owa-metric").first.text_content()
+        assert first == f"concentration {t['concentration'][w.gallery.visible_rows(t)[0]]:.3f}"
+        page.select_option("select[data-control='sort_by']", "confidence")
 
         # "incorrect" hides the correct ones.
         page.select_option("select[data-control='filter_correct']", "incorrect")

@@ -193,6 +193,7 @@ function render({ model, el }) {
         cap.appendChild(element("span", "owa-true", `true: ${r.true_name}`));
       }
       cap.appendChild(element("span", "owa-conf", `${fmt(r.confidence)}`));
+      cap.appendChild(element("span", "owa-metric")); // the sorted-by metric, when it is not confidence
       card.title = `${r.image_id}\nexplains: ${r.target_name}` +
         (r.true_name ? `\ntrue: ${r.true_name}` : "") + `\npredicted: ${r.pred_name} (${fmt(r.confidence)})`;
       card.append(img, cap);
@@ -211,6 +212,11 @@ function render({ model, el }) {
     const order = visibleRows(rows, state);
     const shown = new Set(order);
     for (const row of order) grid.appendChild(cards.get(row)); // moves the card: the DOM order is the view's
+    const shownMetric = state.sort_by && state.sort_by !== "confidence" ? state.sort_by : "";
+    rows.forEach((r) => {
+      const span = cards.get(r.row)?.querySelector(".owa-metric");
+      if (span) span.textContent = shownMetric ? `${shownMetric.replaceAll("_", " ")} ${fmt(r[shownMetric])}` : "";
+    });
     for (const [row, card] of cards) {
       card.hidden = !shown.has(row);
       card.classList.toggle("owa-opened", row === model.get("opened"));
