@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .audit.cli import add_parser as add_audit_parser
 from .cli_methods import (
     CliError,
     add_method_options,
@@ -20,6 +21,7 @@ from .cli_methods import (
     option,
     parse_method,
 )
+from .filters_cli import add_parser as add_filters_parser
 
 MAP_HELP = """\
 Compute attribution maps of an image (occlusion sensitivity by default, or
@@ -68,15 +70,26 @@ def _targets(text: str | None) -> list[int] | None:
 
 
 def load_model(spec: str):
-    """``default`` or ``torchvision:NAME[:WEIGHTS]`` (WEIGHTS ``none`` = random weights)."""
+    """``default``, ``torchvision:NAME[:WEIGHTS]`` (WEIGHTS ``none`` = random weights) or
+    ``timm:NAME[:pretrained|none]``."""
     from . import from_torchvision, load_default_model
 
     if spec == "default":
         return load_default_model()
     kind, _, rest = spec.partition(":")
-    if kind != "torchvision" or not rest:
-        raise CliError(f"--model: unknown model {spec!r}; use 'default' or 'torchvision:NAME[:WEIGHTS]'")
+    if kind not in ("torchvision", "timm") or not rest:
+        raise CliError(f"--model: unknown model {spec!r}; use 'default', 'torchvision:NAME[:WEIGHTS]' "
+                       "or 'timm:NAME[:pretrained|none]'")
     name, _, weights = rest.partition(":")
+    if kind == "timm":
+        from .timm_adapter import from_timm
+
+        if weights.lower() not in ("", "pretrained", "none"):
+            raise CliError(f"--model {spec}: timm models take ':pretrained' (default) or ':none' (random weights)")
+        try:
+            return from_timm(name, pretrained=weights.lower() != "none")
+        except (ValueError, ImportError, OSError, RuntimeError) as exc:
+            raise CliError(f"--model {spec}: {exc}") from None
     try:
         return from_torchvision(name, weights=None if weights.lower() == "none" else (weights or "DEFAULT"))
     except (ValueError, OSError) as exc:  # unknown name or weights; offline and not cached
@@ -120,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Occlusion sensitivity (and gradient) maps for PyTorch image classifiers.",
         epilog="Run 'occlusion-widget map --help' or 'occlusion-widget demo --help' for details.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{map,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{map,demo,filters,audit}")
     fmt = argparse.RawDescriptionHelpFormatter
     m = sub.add_parser("map", help="write attribution maps of an image to a PNG", formatter_class=fmt,
                        description=MAP_HELP.format(methods=methods_help()))
@@ -143,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="open the quickstart notebook in JupyterLab", description=DEMO_HELP, formatter_class=fmt)
     d.add_argument("--dir", help="folder to copy the notebook into (default: a new temporary folder)")
     d.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
+    add_filters_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 
@@ -298,11 +313,26 @@ def run_demo(args: argparse.Namespace) -> None:
     raise SystemExit(subprocess.call(command))
 
 
+def _run_filters(args: argparse.Namespace) -> None:
+    from .filters_cli import run
+
+    run(args)
+
+
+def _run_audit(args: argparse.Namespace) -> None:
+    from .audit.cli import run
+
+    run(args)
+
+
+COMMANDS = {"map": run_map, "demo": run_demo, "filters": _run_filters, "audit": _run_audit}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        run_map(args) if args.command == "map" else run_demo(args)
+        COMMANDS[args.command](args)
     except CliError as exc:
         print(f"occlusion-widget: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

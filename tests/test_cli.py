@@ -359,3 +359,34 @@ def test_help_lists_every_method_and_its_options(capsys):
         assert spec.name.replace("_", "-") in out
         for p in spec.params:
             assert "--" + p.name.replace("_", "-") in out
+
+
+def test_every_command_is_listed_and_dispatched(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listing = capsys.readouterr().out
+    for command in ("map", "demo", "filters", "audit"):
+        assert command in listing
+    assert set(cli.COMMANDS) == {"map", "demo", "filters", "audit"}
+
+
+def test_map_with_a_timm_model_at_random_weights(tmp_path):
+    pytest.importorskip("timm")
+    out = tmp_path / "timm.png"
+    main(["map", "--model", "timm:resnet18:none", "--stride", "112", "--top-k", "1", "-q", "-o", str(out)])
+    with Image.open(out) as img:
+        assert img.size[0] > 100 and img.size[1] > 100
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("timm:no_such_net_xyz:none", "no_such_net_xyz"),
+    ("timm:resnet18:imagenet", "':pretrained' (default) or ':none'"),
+    ("keras:resnet", "unknown model"),
+])
+def test_bad_timm_and_model_specs_are_one_line(spec, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["map", "--model", spec, "-q", "-o", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
