@@ -198,6 +198,27 @@ def test_an_image_file_opens_with_exactly_the_audits_input(tmp_path, one_thread)
         w.close()
 
 
+def test_a_gradient_audit_opens_with_its_method_and_parameters(tmp_path, one_thread) -> None:
+    grey = np.random.default_rng(4).integers(96, 160, (32, 32, 1), dtype=np.uint8).repeat(3, axis=2)  # no colour of its own
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    a = audit(tiny_model(), [str(tmp_path / "a.png")], out=tmp_path / "out", method="smoothgrad", progress=False,
+              n_samples=4, noise_level=0.05)
+    w = AuditWidget(a)
+    try:
+        opened = w.open_image(0)
+        assert (opened.method, opened.n_samples, opened.noise_level) == ("smoothgrad", 4, 0.05)
+        result = opened.wait(60)
+        assert opened.status == "done", opened.error
+        assert_close(result.maps[0], a.map(0), rtol=1e-5)  # same method, parameters and seed
+        # A sequential colormap (inferno): the map's peak is light yellow (RdBu_r would make it dark red).
+        thumb = _decode(w.gallery.thumbs[0]).astype(int)
+        y, x = np.unravel_index(int(np.argmax(a.map(0))), (32, 32))
+        r, g, b = thumb[3 * y:3 * y + 3, 3 * x:3 * x + 3].reshape(-1, 3).mean(0)
+        assert r > 170 and g > 150 and b < g, (r, g, b)
+    finally:
+        w.close()
+
+
 def test_without_a_model_the_gallery_says_how_to_open(tiny_audit) -> None:
     w = AuditWidget(Audit.open(tiny_audit.path))
     try:
