@@ -10,12 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import LABELS, Tiny, assert_close, tiny_model
 from PIL import Image
 from torch import nn
 
-from conftest import LABELS, Tiny, assert_close, tiny_model
 from occlusion_widget import occlusion_sensitivity
-from occlusion_widget.audit import Audit, AuditLocked, ParameterMismatch, audit, compare_audits
+from occlusion_widget.audit import (
+    Audit,
+    AuditLocked,
+    ParameterMismatch,
+    audit,
+    compare_audits,
+)
 from occlusion_widget.audit.data import object_mask
 from occlusion_widget.audit.metrics import concentration, peak
 from occlusion_widget.methods.faithfulness import deletion_insertion
@@ -267,7 +273,7 @@ def test_aggregates_and_faithfulness(folder, tmp_path):
         rows = [occlusion_sensitivity(model, p, **SWEEP).maps[0] for p in t.loc[t["target_name"] == name, "path"]]
         assert_close(mean, np.mean(rows, axis=0), rtol=1e-5)
     wrong = a.misclassified()
-    assert (wrong["correct"] == False).all() and wrong["confidence"].is_monotonic_decreasing  # noqa: E712
+    assert (wrong["correct"] == False).all() and wrong["confidence"].is_monotonic_decreasing
     curve = deletion_insertion(model, t["path"].iloc[2], a.map(2), int(t["target"].iloc[2]))
     assert t["deletion_auc"].iloc[2] == pytest.approx(curve.deletion_auc, rel=1e-5)
     f = a.faithfulness()

@@ -115,8 +115,9 @@ def summary(result: Any) -> str:
     """Counts, time per step and the slowest images, and where the results are."""
     t = result.table
     images = t.drop_duplicates("image_id")
-    lines = [f"audit: {len(images)} images, {len(t)} rows ({result.params['method']}, targets="
-             f"{result.params['targets']}, model {result.params['model']['name']})"]
+    head = (f"audit: {len(images)} images, {len(t)} rows ({result.params['method']}, targets="
+            f"{result.params['targets']}, model {result.params['model']['name']})")
+    lines = [head]
     if images["correct"].notna().any():
         known = images["correct"].dropna()
         lines.append(f"  accuracy: {int(known.sum())}/{len(known)} correct, {int((~known.astype(bool)).sum())} "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -34,7 +34,7 @@ def concentration(smap: np.ndarray, top: float = TOP_AREA) -> float:
     total = pos.sum()
     if total <= 0:
         return float("nan")
-    k = max(1, int(round(top * pos.size)))
+    k = max(1, round(top * pos.size))
     return float(np.partition(pos, pos.size - k)[-k:].sum() / total)
 
 

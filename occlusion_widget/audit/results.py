@@ -42,11 +42,11 @@ class Audit:
         self._arrays = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike, model: Any = None) -> "Audit":
+    def open(cls, path: str | os.PathLike, model: Any = None) -> Audit:
         """Read an audit folder (while or after a run writes it: only committed rows are seen)."""
         return cls(path, model)
 
-    def refresh(self) -> "Audit":
+    def refresh(self) -> Audit:
         """Re-read rows committed since the table was loaded."""
         self._table, self._arrays = None, None
         return self
@@ -139,7 +139,7 @@ class Audit:
         t = self.table
         if t["correct"].isna().all():
             raise ValueError("misclassified() needs true labels: audit an ImageFolder or a dataset of (image, label)")
-        return t[t["correct"] == False].sort_values("confidence", ascending=False, kind="stable")  # noqa: E712
+        return t[t["correct"] == False].sort_values("confidence", ascending=False, kind="stable")
 
     def right_for_wrong_reasons(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` correct predictions with the least positive evidence on the object (needs annotations)."""
@@ -149,7 +149,7 @@ class Audit:
         if t["correct"].isna().all():
             raise ValueError("right_for_wrong_reasons() needs true labels: audit an ImageFolder or a dataset of "
                              "(image, label)")
-        ok = t[(t["correct"] == True) & t["energy_inside"].notna()]  # noqa: E712
+        ok = t[(t["correct"] == True) & t["energy_inside"].notna()]
         return ok.sort_values("energy_inside", kind="stable").head(int(n))
 
     def faithfulness(self) -> pd.DataFrame:
