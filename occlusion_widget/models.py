@@ -47,18 +47,35 @@ def load_default_model() -> ImageClassifier:
 
 
 def from_torchvision(name: str, weights: str | None = "DEFAULT", **kwargs) -> ImageClassifier:
-    """Wrap a torchvision classification model with its own preprocessing and categories.
+    """Wrap a torchvision classification, segmentation or detection model with its preprocessing and categories.
 
     Parameters
     ----------
     name : str
-        A torchvision model name, e.g. ``"resnet50"`` (see ``torchvision.models.list_models()``).
+        A torchvision model name: a classifier (``"resnet50"``), a segmenter (``"fcn_resnet50"``,
+        ``"deeplabv3_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``) or a detector
+        (``"fasterrcnn_resnet50_fpn"``, ``"retinanet_resnet50_fpn"``, ``"fcos_resnet50_fpn"``,
+        ``"ssd300_vgg16"``, ``"ssdlite320_mobilenet_v3_large"``, ``"maskrcnn_resnet50_fpn"``, ...;
+        see ``torchvision.models.list_models()``).
     weights : str or None
         A weights name such as ``"DEFAULT"`` or ``"IMAGENET1K_V2"`` (downloaded by
         torchvision on first use and cached), or None for random weights with
-        ImageNet preprocessing and labels.
+        the default weights' preprocessing and category names.
     **kwargs
-        Passed to ``torchvision.models.get_model``.
+        Passed to ``torchvision.models.get_model`` (e.g. ``weights_backbone=None``,
+        ``num_classes=``, a detector's ``min_size=``).
+
+    Returns
+    -------
+    ImageClassifier
+        A classifier's module returns (N, classes). A segmenter's returns torchvision's
+        ``{"out": (N, C, H, W), ...}`` (its normalisation inside; images are resized to the
+        weights' ``resize_size`` and centre-cropped to a square of that side). A detector is
+        wrapped in :class:`~occlusion_widget.engine.targets_adapters.DetectorModule` (a batch
+        (N, 3, H, W) of [0, 1] pixels in, a list of N dicts with boxes, labels, scores out; it
+        normalises and resizes inside), images centre-cropped to 512 x 512. ``labels`` are the
+        category names; explain them with ``targets=None`` or target objects
+        (:class:`~occlusion_widget.engine.targets.SegmentationTarget`, ``DetectionTarget``).
 
     Raises
     ------
@@ -69,33 +86,53 @@ def from_torchvision(name: str, weights: str | None = "DEFAULT", **kwargs) -> Im
     """
     import torchvision
 
+    from .engine.targets_adapters import DetectorModule
+
     available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        raise ValueError(f"model: unknown torchvision model {name!r}; try one of {', '.join(sorted(available)[:8])}, ...")
+    segmenters = set(torchvision.models.list_models(module=torchvision.models.segmentation))
+    detectors = set(torchvision.models.list_models(module=torchvision.models.detection))
+    if name not in set(available) | segmenters | detectors:
+        raise ValueError(f"model: unknown torchvision model {name!r}; try one of {', '.join(sorted(available)[:8])}, "
+                         f"a segmenter ({', '.join(sorted(segmenters)[:3])}, ...) or a detector "
+                         f"({', '.join(sorted(detectors)[:3])}, ...)")
+    kind = "segmentation" if name in segmenters else "detection" if name in detectors else "classification"
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    input_size, resize_size, labels = 224, 256, list(imagenet_labels())
+    input_size, resize_size = {"classification": (224, 256), "segmentation": (520, 520),
+                               "detection": (512, 512)}[kind]
+    labels = list(imagenet_labels()) if kind == "classification" else None
+    choices = torchvision.models.get_model_weights(name)
     weights_enum = None
     if weights is not None:
-        choices = torchvision.models.get_model_weights(name)
         try:
             weights_enum = choices.verify(weights)
         except (KeyError, ValueError):
             names = ", ".join(["DEFAULT", *(w.name for w in choices)])
             raise ValueError(f"weights: {name} has no weights named {weights!r}; use one of {names}, "
                              f"or None for random weights") from None
-        transform = weights_enum.transforms()
+    # Random weights: a segmenter or detector takes its default weights' preprocessing and names (a
+    # classifier keeps ImageNet's usual 256 -> 224 and the ImageNet names, as before).
+    described = weights_enum or (choices.DEFAULT if kind != "classification" else None)
+    transform = described.transforms() if described is not None else None
+    if transform is not None and kind != "detection":
         mean, std = transform.mean, transform.std
-        input_size, resize_size = transform.crop_size[0], transform.resize_size[0]
-        labels = weights_enum.meta.get("categories", labels)
+        resize_size = transform.resize_size[0] if isinstance(transform.resize_size, (list, tuple)) \
+            else transform.resize_size
+        input_size = transform.crop_size[0] if kind == "classification" else resize_size
+    categories = described.meta.get("categories") if described is not None else None
+    if categories is not None and (weights_enum is not None or kwargs.get("num_classes") in (None, len(categories))):
+        labels = list(categories)
     try:
         net = torchvision.models.get_model(name, weights=weights_enum, **kwargs)
     except OSError as exc:  # URLError, a timeout or a full disk: the download did not finish
         raise OSError(
             f"weights: could not download the {name} weights {weights_enum.name if weights_enum else ''} "
             f"({getattr(exc, 'reason', None) or exc}); connect to the network once (they are cached in "
-            f"{torch.hub.get_dir()}), or pass weights=None for random weights"
+            f"{torch.hub.get_dir()}), or pass weights=None (and weights_backbone=None) for random weights"
         ) from exc
-    module = nn.Sequential(Normalize(mean, std), net).eval()
+    if kind == "detection":
+        module: nn.Module = DetectorModule(net.eval())
+    else:
+        module = nn.Sequential(Normalize(mean, std), net).eval()
     return ImageClassifier(module, (input_size, input_size), labels, resize_size, Image.BILINEAR, name=name)
 
 

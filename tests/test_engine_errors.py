@@ -45,7 +45,8 @@ class TupleOutput(nn.Module):
 
 
 @pytest.mark.parametrize("model,words", [
-    (DictOutput(), ["a dict with keys ['out', 'aux']", "output=", "out['out'].mean(dim=(2, 3))"]),
+    (DictOutput(), ["a dict with keys ['out', 'aux']", "output=", "out['out'].mean(dim=(2, 3))",
+                    "SegmentationTarget", "DetectionTarget"]),
     (DetectionOutput(), ["a list of 2 dicts with keys ['boxes', 'labels', 'scores']", "output="]),
     (TupleOutput(), ["a tuple of 2 tensors", "output="]),
 ])
@@ -58,8 +59,8 @@ def test_non_tensor_model_output_says_what_it_was_and_how_to_reduce_it(model, wo
             from occlusion_widget.engine.inputs import score_function
             score_function(model, "probability", None, False)[0](batch)
     else:
-        with pytest.raises(TypeError) as info:
-            occlusion_sensitivity(model, image, mask_size=4, stride=4)
+        with pytest.raises(TypeError) as info:  # int targets: a class index means a classifier
+            occlusion_sensitivity(model, image, 0, mask_size=4, stride=4, output="probability")
     for word in words:
         assert word in str(info.value)
 

@@ -61,8 +61,8 @@ def test_param_metadata_is_consistent(name):
     assert spec.default_output == spec.param("output").default
     for p in spec.params:
         assert p.kind in KINDS and p.help.endswith(".")
-        if p.kind == "choice":
-            assert p.default in p.choices
+        if p.kind == "choice":  # a nullable choice may default to None (segments: none unless 'slic')
+            assert p.default in p.choices or (p.default is None and p.nullable)
         else:
             assert not p.choices
         if p.default is None:
@@ -169,7 +169,7 @@ def test_unknown_method_and_parameter_names_are_refused_clearly(x):
     with pytest.raises(TypeError) as info:
         run("smoothgrad", Tiny(), x, stepz=3)
     assert str(info.value).startswith("smoothgrad got unknown parameter 'stepz'; its parameters are n_samples, "
-                                      "noise_level, reduce, output, seed, batch_size, and targets, top_k")
+                                      "noise_level, reduce, output, seed, batch_size, min_score, and targets, top_k")
     with pytest.raises(TypeError, match=r"integrated_gradients got unknown parameter 'step' \(did you mean 'steps'\?\)"):
         run("integrated_gradients", Tiny(), x, step=3)
     with pytest.raises(ValueError, match="saliency has no parameter 'steps'"):

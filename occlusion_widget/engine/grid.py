@@ -210,6 +210,19 @@ class MaskGrid:
     def size(self) -> int:
         return int(self.boxes.shape[0] * self.boxes.shape[1])
 
+    def window_starts(self) -> np.ndarray:
+        """int64 (gy, gx, 2): ``(y0, x0)`` of every position's FULL-size mask window.
+
+        The same as ``boxes[..., :2]`` except at clipped edges, where the window starts outside
+        the input (a soft mask is centred where the full mask would be).
+        """
+        starts = self.boxes[..., :2].copy()
+        if self.clipping:
+            gy, gx = self.shape
+            starts[..., 0] = (np.arange(gy) * self.stride[0] - self.mask_size[0] // 2)[:, None]
+            starts[..., 1] = (np.arange(gx) * self.stride[1] - self.mask_size[1] // 2)[None, :]
+        return starts
+
     def coarse_to_fine(self) -> np.ndarray:
         """Flat position indices, coarse lattice first.
 

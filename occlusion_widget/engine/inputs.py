@@ -194,9 +194,8 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
         return layer_scores, f"layer:{layer}"
 
     if callable(output):
-        def custom_scores(batch: torch.Tensor) -> torch.Tensor:
-            scores = output(module(_model_view(batch, is_signal)))
-            n = batch.shape[0]
+        def reduce_custom(raw: object, n: int) -> torch.Tensor:
+            scores = output(raw)
             if not isinstance(scores, torch.Tensor):
                 raise ValueError(f"output: the callable must return a (N, K) tensor for N={n} inputs, "
                                  f"got {describe_output(scores)}")
@@ -208,16 +207,21 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
                                  "it must return at least one column (N, K) with K >= 1")
             return scores
 
+        def custom_scores(batch: torch.Tensor) -> torch.Tensor:
+            return reduce_custom(module(_model_view(batch, is_signal)), batch.shape[0])
+
+        custom_scores.from_output = reduce_custom  # type: ignore[attr-defined]
         return custom_scores, getattr(output, "__name__", "callable")
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} is not allowed; use 'probability', 'logit' or a callable")
 
-    def class_scores(batch: torch.Tensor) -> torch.Tensor:
-        logits = module(_model_view(batch, is_signal))
+    def reduce_classes(logits: object, n: int) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):
             raise TypeError(
                 f"output={output!r} needs a model that returns a tensor (N, classes); this model returned "
-                f"{describe_output(logits)}. To explain it, pass output= a callable that reduces its output to "
+                f"{describe_output(logits)}. For a segmenter or a detector pass targets=[SegmentationTarget(label)] "
+                f"or targets=[DetectionTarget(box, label)] (occlusion_widget.engine.targets), or targets=None to "
+                f"explain everything it finds; for another output, pass output= a callable that reduces it to "
                 f"(N, K) scores, e.g. {_example(logits)}"
             )
         if logits.ndim != 2:
@@ -227,6 +231,10 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
             )
         return logits.float().softmax(dim=1) if output == "probability" else logits.float()
 
+    def class_scores(batch: torch.Tensor) -> torch.Tensor:
+        return reduce_classes(module(_model_view(batch, is_signal)), batch.shape[0])
+
+    class_scores.from_output = reduce_classes  # type: ignore[attr-defined]
     return class_scores, str(output)
 
 
@@ -260,6 +268,11 @@ def _example(out: object) -> str:
     if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
         return "output=lambda out: out[0]"
     return "output=lambda out: <a (N, K) tensor computed from out>"
+
+
+def model_view(batch: torch.Tensor, is_signal: bool) -> torch.Tensor:
+    """The batch as the model takes it: (N, C, L) for a 1-D signal (stored as (N, C, 1, L))."""
+    return _model_view(batch, is_signal)
 
 
 def _model_view(batch: torch.Tensor, is_signal: bool) -> torch.Tensor:

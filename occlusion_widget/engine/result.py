@@ -17,7 +17,9 @@ class OcclusionParams:
     """The resolved parameters of a sweep (what "auto" turned into).
 
     ``mask_size`` and ``stride`` are ``(h, w)`` pairs, or ``(l,)`` for a 1-D signal.
-    ``mask_value`` is the per-channel replacement value (C,), or ``"blur"``.
+    ``mask_value`` is the per-channel replacement value (C,), ``"blur"`` or ``"inpaint"``.
+    ``mask_shape`` is ``"box"`` or ``"gaussian"``; ``segments`` None for a grid of masks, else
+    ``"slic (n)"`` or ``"labels (n)"`` (then ``mask_size``/``stride`` only set the blur's scale).
     """
 
     mask_size: tuple[int, ...]
@@ -30,6 +32,8 @@ class OcclusionParams:
     device: str
     strategy: str = "full"
     precision: str = "float32"
+    mask_shape: str = "box"
+    segments: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,11 @@ class OcclusionResult(MapResult):
         first; -1 where not computed. (gx, k) for a 1-D signal.
     top_scores : float32 (gy, gx, k)
         Those scores; NaN where not computed. (gx, k) for a 1-D signal.
+    segments : int64 (H, W) or None
+        With ``segments=``: each pixel's position (0..n-1, the last axis of ``grid``);
+        ``grid`` is then (K, n), ``boxes`` (n, 4) the segments' bounding boxes,
+        ``computed`` / ``top_ids`` / ``top_scores`` per segment, and
+        ``extra["segment_ids"]`` (n,) the labels given. None for a grid of masks.
     base_top_ids : int64 (k,)
         The k best outputs on the unoccluded input, best first.
     base_top_scores : float32 (k,)
@@ -242,6 +251,7 @@ class OcclusionResult(MapResult):
     top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     base_top_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
     base_top_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    segments: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"incomplete {int(self.computed.sum())}/{self.computed.size}"
@@ -263,8 +273,12 @@ class OcclusionResult(MapResult):
     def pixel_mean(self) -> np.ndarray:
         """(K, H, W): for each pixel, the mean change over the masks that cover it.
 
-        This is Captum's ``Occlusion`` convention. Pixels no mask covers are 0.
+        This is Captum's ``Occlusion`` convention. Pixels no mask covers are 0. With
+        ``segments=`` every pixel lies in one segment: its segment's value (Captum's
+        ``FeatureAblation`` with that ``feature_mask``); NaN where not computed.
         """
+        if self.segments is not None:
+            return np.where(self.computed, self.grid, np.nan).astype(np.float32)[:, self.segments]
         grid = self._grid2d()
         boxes = self._boxes2d().reshape(-1, 4)
         computed = np.broadcast_to(self.computed.reshape(-1), (boxes.shape[0],))
@@ -292,13 +306,26 @@ class OcclusionResult(MapResult):
         _check_k(k, len(self.targets))
         if not self.computed.any():
             raise ValueError("most_important: no mask position is computed yet")
+        if self.segments is not None:
+            return self._most_important_segment(k)
         grid = np.where(self.computed, self._grid2d()[k], -np.inf)
         flat = int(np.argmax(grid))
         iy, ix = np.unravel_index(flat, grid.shape)
         y0, x0, y1, x1 = (int(v) for v in self._boxes2d()[iy, ix])
-        occluded = self.image.copy()
-        region = np.s_[..., x0:x1] if self.is_signal else np.s_[:, y0:y1, x0:x1]
-        occluded[region] = self.fill[region]
+        image = self.image[:, None] if self.is_signal else self.image
+        weights = np.zeros(image.shape[1:], dtype=np.float32)
+        if self.params.mask_shape == "gaussian":
+            from .fills import gaussian_window
+            from .grid import MaskGrid
+
+            size = (1, self.params.mask_size[0]) if self.is_signal else self.params.mask_size
+            stride = (1, self.params.stride[0]) if self.is_signal else self.params.stride
+            starts = MaskGrid.build(image.shape[1:], size, stride, self.params.mask_clipping).window_starts()
+            weights = gaussian_window(torch.as_tensor(starts[iy, ix][None]), size, image.shape[1:])[0].numpy()
+        else:
+            weights[y0:y1, x0:x1] = 1
+        occluded = self._occluded(image, weights)
+        occluded = occluded[:, 0] if self.is_signal else occluded
         drop = float(self._grid2d()[k, iy, ix])
         return ImportantRegion(
             target=int(self.targets[k]),
@@ -308,6 +335,29 @@ class OcclusionResult(MapResult):
             drop=drop,
             occluded_score=float(self.base_scores[k] - drop),
             occluded_image=occluded,
+        )
+
+    def _occluded(self, image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``image`` (C, H, W) as the sweep occluded it with ``weights`` (H, W) in [0, 1]."""
+        if isinstance(self.params.mask_value, str) and self.params.mask_value == "inpaint":
+            from .fills import inpaint
+
+            fill = inpaint(image, weights > 0)
+        else:
+            fill = self.fill[:, None] if self.is_signal else self.fill
+        return (image * (1 - weights) + fill * weights).astype(np.float32)
+
+    def _most_important_segment(self, k: int) -> ImportantRegion:
+        values = np.where(self.computed, self.grid[k], -np.inf)
+        j = int(np.argmax(values))
+        image = self.image[:, None] if self.is_signal else self.image
+        inside = (self.segments == j).reshape(image.shape[1:]).astype(np.float32)
+        occluded = self._occluded(image, inside)
+        return ImportantRegion(
+            target=int(self.targets[k]), label=self.labels[k] if self.labels else None, index=(j,),
+            box=np.asarray(self.boxes[j]), drop=float(self.grid[k, j]),
+            occluded_score=float(self.base_scores[k] - self.grid[k, j]),
+            occluded_image=occluded[:, 0] if self.is_signal else occluded,
         )
 
     def worst_position(self, k: int = 0) -> tuple[int, int]:
@@ -325,6 +375,10 @@ class OcclusionResult(MapResult):
         """
         region = self.most_important(k)
         p = self.params
+        if self.segments is not None:  # the segment's pixel nearest its centre of mass
+            ys, xs = np.nonzero(np.atleast_2d(self.segments) == region.index[0])
+            i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+            return int(ys[i]), int(xs[i])
         if self.is_signal:
             (ix,) = region.index
             return 0, (ix * p.stride[0] if p.mask_clipping else int(region.box[0]) + p.mask_size[0] // 2)
@@ -334,7 +388,13 @@ class OcclusionResult(MapResult):
         return int(region.box[0]) + p.mask_size[0] // 2, int(region.box[1]) + p.mask_size[1] // 2
 
     def with_upsampling(self, upsampling: str) -> "OcclusionResult":
-        """The same result with ``maps`` made by another upsampling method (one of :data:`UPSAMPLING`)."""
+        """The same result with ``maps`` made by another upsampling method (one of :data:`UPSAMPLING`).
+
+        With ``segments=`` the maps paint the segments whatever the method (only ``params`` changes).
+        """
+        if self.segments is not None:
+            upsample(self.grid[:1, None], (1, 1), upsampling)  # validates the name
+            return replace(self, params=replace(self.params, upsampling=upsampling))
         maps = upsample(self._grid2d(), self.image.shape[-2:] if not self.is_signal else (1, self.image.shape[-1]), upsampling)
         maps = maps[:, 0, :] if self.is_signal else maps
         return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))

@@ -13,11 +13,14 @@ import torch
 from torch import nn
 
 from .classifier import ImageClassifier, as_classifier
-from .grid import MaskGrid, fill_from_coarse, resolve_sizes
+from .fills import MASK_SHAPES, resolve_occlusion_fill
+from .grid import MaskGrid, resolve_sizes
 from .incremental import STRATEGIES, make_incremental_score
 from .model_state import check_materialised, prepared_module
-from .inputs import Output, prepare_input, resolve_device, resolve_fill, resolve_targets, score_function
-from .result import UPSAMPLING, OcclusionParams, OcclusionResult, upsample
+from .inputs import Output, model_view, prepare_input, resolve_device, resolve_targets, score_function
+from .regions import BoxOccluder, SegmentOccluder, resolve_segments, segment_boxes
+from .result import UPSAMPLING, OcclusionParams, OcclusionResult
+from .structured_outputs import check_min_score, is_target_objects, resolve_structured
 
 ProgressFn = Callable[[int, int, OcclusionResult], None]
 
@@ -31,13 +34,17 @@ TOP_OUTPUTS = 5
 def occlusion_sensitivity(
     model: ImageClassifier | nn.Module,
     image: object,
-    targets: int | Sequence[int] | None = None,
+    targets: int | Sequence[int] | object | None = None,
     *,
     top_k: int | None = None,
+    min_score: float = 0.5,
     mask_size: int | tuple[int, int] | str = "auto",
     stride: int | tuple[int, int] | str = "auto",
     mask_value: float | Sequence[float] | str = "auto",
     mask_clipping: bool = True,
+    mask_shape: str = "box",
+    segments: np.ndarray | torch.Tensor | str | None = None,
+    n_segments: int = 50,
     upsampling: str = "bicubic",
     output: Output = "probability",
     layer: str | None = None,
@@ -64,11 +71,18 @@ def occlusion_sensitivity(
         A tensor is taken as it is, in the model's input space ([0, 1] pixels
         for a wrapper). Anything else goes through the wrapper's ``preprocess``.
         A 2-D tensor (C, L) is a 1-D signal: masks slide along L only.
-    targets : None, int or sequence of int
-        None: the class predicted on the unoccluded input. A sequence gives one
-        map per target, in that order.
+    targets : None, int, sequence of int, or SegmentationTarget / DetectionTarget (or a list of them)
+        None: the class predicted on the unoccluded input; for a segmenter (output
+        a dict with "out" or (N, C, H, W)) every class present in its prediction,
+        largest area first; for a detector (a list of dicts with boxes, labels,
+        scores) every detection with ``score >= min_score``, best first. A
+        sequence gives one map per target, in that order; target objects
+        (:mod:`occlusion_widget.engine.targets`) all come from the same sweep.
     top_k : int, optional
-        Instead of ``targets``: the ``top_k`` best classes on the unoccluded input.
+        Instead of ``targets``: the ``top_k`` best classes on the unoccluded input
+        (at most ``top_k`` default targets of a segmenter or detector).
+    min_score : float
+        With ``targets=None`` and a detector: the lowest detection score explained.
     mask_size : "auto", int or (h, w)
         "auto" is 20% of the input size along each axis (MATLAB's MaskSize).
     stride : "auto", int or (a, b)
@@ -76,9 +90,22 @@ def occlusion_sensitivity(
     mask_value : "auto", float, per-channel sequence, or "blur"
         "auto" is each channel's mean over the input (MATLAB's MaskValue);
         "blur" replaces the region with a blurred copy of the input.
+    mask_value : ... or "inpaint"
+        "inpaint": each region filled in from its surroundings, per position
+        (scikit-image's biharmonic inpainting; slower, no incremental path).
     mask_clipping : bool
         True: mask centres at 0, s, 2s, ...; edge masks are cut to the input.
         False: every mask is full size, corners at 0, s, 2s, ... (MATLAB's MaskClipping).
+    mask_shape : "box" or "gaussian"
+        "gaussian": a soft mask, ``x * (1 - w) + fill * w`` with ``w`` 1 at the
+        mask's centre falling smoothly to 0 at its edge (:func:`~.fills.gaussian_window`).
+    segments : None, "slic" or int array (H, W)
+        Occlude regions instead of boxes: one position per label of the label
+        image ("slic": scikit-image's SLIC superpixels of the input). ``grid`` is
+        then (K, n_segments) and each map paints every segment with its value;
+        mask_size, stride and mask_clipping do not apply.
+    n_segments : int
+        With ``segments="slic"``: how many superpixels SLIC aims at.
     upsampling : "bicubic", "nearest" or "none"
         How ``maps`` is made from ``grid`` (MATLAB's OutputUpsampling).
     output : "probability", "logit" or callable
@@ -152,12 +179,25 @@ def occlusion_sensitivity(
         raise TypeError("cancel: expected a threading.Event (anything with is_set())")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress={progress!r} is not allowed; use None or a callable progress(done, total, partial)")
+    if mask_shape not in MASK_SHAPES:
+        raise ValueError(f"mask_shape={mask_shape!r} is not allowed; use one of {', '.join(map(repr, MASK_SHAPES))}")
+    check_min_score(min_score)
     check_materialised(classifier.module)
 
     x, is_signal = prepare_input(classifier, image)
     spatial = tuple(x.shape[1:])
     mask_pair, stride_pair = resolve_sizes(spatial, mask_size, stride)
     grid = MaskGrid.build(spatial, mask_pair, stride_pair, bool(mask_clipping))
+    dev = resolve_device(device)
+    if segments is not None:
+        if mask_shape != "box":
+            raise ValueError(f"mask_shape={mask_shape!r} with segments=: a segment is occluded whole; use "
+                             "mask_shape='box' (the default)")
+        if positions is not None:
+            raise ValueError("positions= selects mask positions of the box grid; it does not apply with segments=")
+        occluder = SegmentOccluder(*resolve_segments(segments, x, n_segments), dev)
+    else:
+        occluder = BoxOccluder(grid, mask_shape, dev)
     if positions is not None:
         positions = np.asarray(positions)
         if positions.dtype != bool or positions.shape != grid.shape:
@@ -166,7 +206,6 @@ def occlusion_sensitivity(
         if not positions.any():
             raise ValueError("positions: no mask position is selected (the array is all False); "
                              "select at least one, or pass positions=None for all of them")
-    dev = resolve_device(device)
     batch = int(batch_size or DEFAULT_BATCH.get(dev.type, 32))
 
     # An eval-mode module on `dev` that shares the user's weights: the user's module keeps its
@@ -177,7 +216,8 @@ def occlusion_sensitivity(
     channels_last = not is_signal and any(isinstance(m, nn.Conv2d) for m in module.modules())
     job = _Sweep(classifier=classifier, module=module, x=x.to(dev), is_signal=is_signal, grid=grid,
                  mask_value=mask_value, upsampling=upsampling, output=output, layer=layer, batch=batch, device=dev,
-                 channels_last=channels_last, precision=precision, strategy=strategy, positions=positions)
+                 channels_last=channels_last, precision=precision, strategy=strategy, positions=positions,
+                 occluder=occluder, min_score=float(min_score), segments=segments)
     return _run(job, targets, top_k, progress, cancel)
 
 
@@ -200,26 +240,51 @@ class _Sweep:
     precision: str
     strategy: str
     positions: np.ndarray | None
+    occluder: BoxOccluder | SegmentOccluder
+    min_score: float
+    segments: object
 
 
 @torch.inference_mode()
 def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn | None,
          cancel: threading.Event | None) -> OcclusionResult:
     start = time.perf_counter()
-    classifier, module, x, is_signal, grid = job.classifier, job.module, job.x, job.is_signal, job.grid
+    classifier, module, x, is_signal, grid, occ = job.classifier, job.module, job.x, job.is_signal, job.grid, job.occluder
     mask_value, upsampling, output, layer, batch = job.mask_value, job.upsampling, job.output, job.layer, job.batch
     dev, channels_last, precision, strategy, positions = (job.device, job.channels_last, job.precision,
                                                           job.strategy, job.positions)
-    network_score, output_name = score_function(module, output, layer, is_signal)
+    segmented = isinstance(occ, SegmentOccluder)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    x_in = x[None].contiguous(memory_format=torch.channels_last) if channels_last else x[None]
+    structured = None
+    if is_target_objects(targets) and (layer is not None or callable(output)):
+        resolve_structured(None, targets, output, top_k, job.min_score, layer=layer)  # raises: which to give
+    if layer is None and not callable(output) and (targets is None or is_target_objects(targets)):
+        # One pass on the unoccluded input tells a classifier from a segmenter or a detector; it is
+        # also the base pass (no extra forward).
+        with autocast:
+            raw = module(model_view(x_in, is_signal))
+        structured = resolve_structured(raw, targets, output, top_k, job.min_score, classifier.labels)
+        if structured is not None:
+            output, targets, top_k = structured.output, structured.indices, None
+        network_score, output_name = score_function(module, output, layer, is_signal)
+        with autocast:
+            base_all = network_score.from_output(raw, 1).float()[0]
+    else:
+        network_score, output_name = score_function(module, output, layer, is_signal)
+        with autocast:
+            base_all = network_score(x_in).float()[0]
     source = f"the model (through output={output_name})" if callable(output) else "the model"
 
     def score(batch_in: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with autocast:
             return network_score(batch_in).float()
 
-    fill, reported_value = resolve_fill(mask_value, x, grid.mask_size)
-    x_in = x[None].contiguous(memory_format=torch.channels_last) if channels_last else x[None]
-    base_all = score(x_in)[0]
+    fill_size = grid.mask_size
+    if segmented:  # "blur": sigma from the mean segment's side
+        side = max(1, int(round((x.shape[1] * x.shape[2] / occ.size) ** 0.5)))
+        fill_size = (min(side, x.shape[1]), min(side, x.shape[2]))
+    fill = resolve_occlusion_fill(mask_value, x, fill_size)
     if not torch.isfinite(base_all).all():
         bad = torch.nonzero(~torch.isfinite(base_all)).flatten().tolist()
         raise ValueError(f"{source} returned NaN/inf scores on the unoccluded input: score indices "
@@ -230,64 +295,73 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
     base = base_all[target_t]
     n_top = min(TOP_OUTPUTS, base_all.numel())
     base_top = base_all.topk(n_top)
-    incremental = make_incremental_score(module, x, fill, output, strategy=strategy,
+    hard_boxes = not segmented and occ.mask_shape == "box" and not fill.per_position
+    if not hard_boxes and strategy == "incremental":
+        raise ValueError("strategy='incremental' needs box masks with one fill for every position; with "
+                         "mask_shape='gaussian', mask_value='inpaint' or segments= use strategy='auto' or 'full'")
+    if not hard_boxes or (structured is not None and strategy == "auto"):
+        strategy = "full"  # segmenters and detectors: nothing to gain from tracing them
+    incremental = make_incremental_score(module, x, fill.value, output, strategy=strategy,
                                          mask_size=grid.mask_size, layer=layer, is_signal=is_signal,
                                          precision=precision)
     used = "full" if incremental is None else "incremental"
 
-    flat_boxes = torch.as_tensor(grid.boxes.reshape(-1, 4), device=dev)
-    order = grid.coarse_to_fine()
+    order = occ.order()
     if positions is not None:
         order = order[positions.ravel()[order]]
-    changes = np.zeros((len(target_idx), grid.size), dtype=np.float32)
-    computed = np.zeros(grid.size, dtype=bool)
+    changes = np.zeros((len(target_idx), occ.size), dtype=np.float32)
+    computed = np.zeros(occ.size, dtype=bool)
     # The n_top best outputs at every position (what the network answers with that region hidden).
-    top_ids = np.full((grid.size, n_top), -1, dtype=np.int64)
-    top_scores = np.full((grid.size, n_top), np.nan, dtype=np.float32)
+    top_ids = np.full((occ.size, n_top), -1, dtype=np.int64)
+    top_scores = np.full((occ.size, n_top), np.nan, dtype=np.float32)
     n_forward, done = 1, 0
-    rows = torch.arange(x.shape[1], device=dev)
-    cols = torch.arange(x.shape[2], device=dev)
-    labels = _labels(classifier, target_idx, layer)
+    labels = structured.labels if structured is not None else _labels(classifier, target_idx, layer)
+    row_axis = is_signal or segmented  # a grid of one row: (K, gx) for a signal, (K, n) for segments
 
     def result(complete: bool) -> OcclusionResult:
-        raw = changes.reshape(-1, *grid.shape)
-        comp = computed.reshape(grid.shape)
+        raw_values = changes.reshape(-1, *occ.shape)
+        comp = computed.reshape(occ.shape)
         if positions is not None:
-            values = np.where(comp, raw, np.nan).astype(np.float32)
+            values = np.where(comp, raw_values, np.nan).astype(np.float32)
         else:
-            values = raw if complete else fill_from_coarse(raw, comp)
-        maps = upsample(values, x.shape[1:], upsampling)
+            values = raw_values if complete else occ.partial(raw_values, comp)
+        maps = occ.maps(values, x.shape[1:], upsampling)
         params = OcclusionParams(
             mask_size=(grid.mask_size[1],) if is_signal else grid.mask_size,
             stride=(grid.stride[1],) if is_signal else grid.stride,
-            mask_value=reported_value, mask_clipping=grid.clipping, upsampling=upsampling,
+            mask_value=fill.reported, mask_clipping=grid.clipping, upsampling=upsampling,
             output=output_name, batch_size=batch, device=str(dev), precision=precision, strategy=used,
+            mask_shape=occ.mask_shape, segments=_describe_segments(job.segments, occ),
         )
-        squeeze = (lambda a: a[:, 0]) if is_signal else (lambda a: a)
-        per_position = (lambda a: a.reshape(grid.shape[1], n_top)) if is_signal else \
-            (lambda a: a.reshape(*grid.shape, n_top))
+        if segmented:
+            boxes = segment_boxes(occ.index, occ.size)
+        else:
+            boxes = grid.boxes[0][:, [1, 3]] if is_signal else grid.boxes.copy()
+        n_pos = occ.shape[1] if row_axis else None
+        per_position = (lambda a: a.reshape(n_pos, n_top)) if row_axis else (lambda a: a.reshape(*occ.shape, n_top))
         return OcclusionResult(
-            grid=squeeze(values).copy(), maps=squeeze(maps), base_scores=base.float().cpu().numpy(),
-            targets=target_idx, labels=labels,
-            boxes=grid.boxes[0][:, [1, 3]] if is_signal else grid.boxes.copy(),
-            params=params, image=squeeze(x.cpu().numpy()), fill=squeeze(fill.cpu().numpy()),
-            computed=comp[0].copy() if is_signal else comp.copy(), complete=complete,
+            grid=(values[:, 0] if row_axis else values).copy(), maps=maps[:, 0] if is_signal else maps,
+            base_scores=base.float().cpu().numpy(), targets=target_idx, labels=labels,
+            boxes=boxes, params=params, image=x.cpu().numpy()[:, 0] if is_signal else x.cpu().numpy(),
+            fill=_fill_image(fill, x, is_signal),
+            computed=comp[0].copy() if row_axis else comp.copy(), complete=complete,
             n_forward=n_forward, elapsed_s=time.perf_counter() - start,
             top_ids=per_position(top_ids).copy(), top_scores=per_position(top_scores).copy(),
             base_top_ids=base_top.indices.cpu().numpy().astype(np.int64),
             base_top_scores=base_top.values.float().cpu().numpy(),
+            segments=(occ.index[0] if is_signal else occ.index.copy()) if segmented else None,
+            extra={"segment_ids": occ.ids.copy()} if segmented else {},
         )
 
     while done < len(order):
         if cancel is not None and cancel.is_set():
             return result(complete=False)
         idx = order[done : done + batch]
-        boxes = flat_boxes[torch.as_tensor(idx, device=dev)]
         try:
             if incremental is not None:
-                scores = incremental(boxes)
+                scores = incremental(occ.boxes(idx))
             else:
-                occluded = _occlude(x, fill, boxes, rows, cols)
+                occluded = fill.occlude(x, occ.weights(idx))
                 if channels_last:
                     occluded = occluded.contiguous(memory_format=torch.channels_last)
                 scores = score(occluded)
@@ -301,11 +375,11 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         finite = torch.isfinite(scores).all(dim=1)
         if not bool(finite.all()):
             bad = idx[~finite.cpu().numpy()]
-            where = [tuple(int(v) for v in np.unravel_index(i, grid.shape))[1 if is_signal else 0:] for i in bad[:5]]
+            where = [tuple(int(v) for v in np.unravel_index(i, occ.shape))[1 if row_axis else 0:] for i in bad[:5]]
             cols_bad = torch.nonzero(~torch.isfinite(scores).all(dim=0)).flatten().tolist()
-            raise ValueError(f"{source} returned NaN/inf scores with the mask at grid position(s) "
-                             f"{where}{' ...' if len(bad) > 5 else ''} ({len(bad)} of the {len(idx)} positions "
-                             f"of occluded batch {n_forward}; score indices {cols_bad[:10]}"
+            raise ValueError(f"{source} returned NaN/inf scores with the mask at {'segment' if segmented else 'grid'} "
+                             f"position(s) {where}{' ...' if len(bad) > 5 else ''} ({len(bad)} of the {len(idx)} "
+                             f"positions of occluded batch {n_forward}; score indices {cols_bad[:10]}"
                              f"{' ...' if len(cols_bad) > 10 else ''}); occlusion maps of them would be NaN")
         n_forward += 1
         changes[:, idx] = (base[:, None] - scores[:, target_t].T).float().cpu().numpy()
@@ -317,6 +391,20 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         if progress is not None:
             progress(done, len(order), result(complete=done == len(order)))
     return result(complete=True)
+
+
+def _describe_segments(segments: object, occ: object) -> str | None:
+    """``params.segments``: None for boxes, else "slic (n)" or "labels (n)"."""
+    if segments is None:
+        return None
+    return f"{'slic' if isinstance(segments, str) else 'labels'} ({occ.size})"
+
+
+def _fill_image(fill, x: torch.Tensor, is_signal: bool) -> np.ndarray:
+    """``result.fill``: the fill broadcast to the input; for "inpaint" the input itself (the fill depends
+    on the position: :meth:`OcclusionResult.most_important` recomputes it for its region)."""
+    image = (x if fill.value is None else fill.value).cpu().numpy()
+    return image[:, 0] if is_signal else image
 
 
 def _occlude(x: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

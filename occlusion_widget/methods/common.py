@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.inputs import Output, ScoreFn, prepare_input, resolve_device, score_function
+from ..engine.inputs import Output, ScoreFn, model_view, prepare_input, resolve_device, score_function
+from ..engine.structured_outputs import check_min_score, is_target_objects, resolve_structured
 from ..engine.model_state import check_materialised, prepared_module
 from ..engine.classifier import ImageClassifier, as_classifier
 from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps  # noqa: F401 (re-exported)
@@ -86,6 +87,36 @@ class Prepared:
     """float32 (C, H, W) on ``device``; (C, 1, L) for a 1-D signal."""
     is_signal: bool
     device: torch.device
+    target_labels: list[str] | None = None
+    """The maps' names when the targets are target objects (set by :func:`structured_targets`)."""
+
+    def labels(self, targets: np.ndarray) -> list[str] | None:
+        """The maps' names: the target objects' names, or the wrapper's class names."""
+        return self.target_labels if self.target_labels is not None else labels_for(self.classifier, targets)
+
+
+def structured_targets(p: Prepared, targets: object, top_k: int | None, output: Output, min_score: float,
+                       method: str) -> tuple[Output, object, int | None]:
+    """Segmenters and detectors: ``(output, targets, top_k)`` for the method to use.
+
+    Target objects (``SegmentationTarget`` / ``DetectionTarget``), or ``targets=None`` with a model whose
+    output is a segmentation or detection output, become one ``output=`` callable scoring every target
+    (prepared on the unoccluded input, one forward pass without grad) and the indices 0..K-1; their names
+    go to ``p.target_labels``. Anything else comes back unchanged (int targets, callable outputs).
+    """
+    objects = is_target_objects(targets)
+    if objects and callable(output):
+        resolve_structured(None, targets, output, top_k, min_score, method=method)  # raises: give one
+    check_min_score(min_score)
+    if callable(output) or not (objects or targets is None):
+        return output, targets, top_k
+    with torch.no_grad():
+        raw = p.module(model_view(p.x[None], p.is_signal))
+    found = resolve_structured(raw, targets, output, top_k, min_score, p.classifier.labels, method=method)
+    if found is None:
+        return output, targets, top_k
+    p.target_labels = found.labels
+    return found.output, found.indices, None
 
 
 @contextlib.contextmanager
@@ -173,8 +204,10 @@ class _OutputGuard(nn.Module):
         else:
             example = ""
         raise TypeError(
-            f"{self.method}: the model returned {what}, not a (N, classes) tensor; pass output=, a callable "
-            f"that reduces it to an (N, K) tensor of scores{example}"
+            f"{self.method}: the model returned {what}, not a (N, classes) tensor. For a segmenter or a detector "
+            "pass targets=[SegmentationTarget(label)] or targets=[DetectionTarget(box, label)] "
+            "(occlusion_widget.engine.targets), or targets=None to explain everything it finds; otherwise pass "
+            f"output=, a callable that reduces it to an (N, K) tensor of scores{example}"
         )
 
 

@@ -14,7 +14,9 @@ import torch
 from ..engine.grid import resolve_pair
 from ..engine.inputs import Output, resolve_fill
 from ..engine.sweep import DEFAULT_BATCH
-from .common import check_callbacks, check_cancel, check_class_index, check_positive_int, map_for, prepared, scorer
+from ..engine.structured_outputs import is_target_objects
+from .common import (check_callbacks, check_cancel, check_class_index, check_positive_int, map_for, prepared, scorer,
+                     structured_targets)
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ def deletion_insertion(
     saliency_map : (H, W) array or tensor
         Any importance map at the input's size (``maps[k]`` of a result), higher
         = more important. (L,) for a 1-D signal. Must be finite.
-    target : int
-        The class whose score is recorded.
+    target : int, or a SegmentationTarget / DetectionTarget
+        The class whose score is recorded; for a segmenter or a detector, the target
+        object whose score is (``curve.target`` is then 0).
     steps : int
         Curve points minus one.
     mask_value : "auto", float, per-channel sequence or "blur"
@@ -124,6 +127,11 @@ def deletion_insertion(
 def _deletion_insertion(model, image, saliency_map, target, *, steps, mask_value, mask_size, output, batch_size,
                         device, progress, cancel, method: str) -> FaithfulnessCurve:
     """:func:`deletion_insertion`; ``method`` names the public function in error messages."""
+    target_object = target if is_target_objects(target) else None
+    if target_object is not None:
+        if isinstance(target_object, (list, tuple)) and len(target_object) != 1:
+            raise ValueError(f"target: give ONE target object (a curve scores one target), got {len(target_object)}")
+        target = 0
     target = check_class_index(target)
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size", allow_none=True)
@@ -141,6 +149,8 @@ def _deletion_insertion(model, image, saliency_map, target, *, steps, mask_value
         if not torch.isfinite(smap).all():
             raise ValueError("saliency_map: holds NaN or infinite values (an incomplete result?)")
         fill, _ = resolve_fill(mask_value, x, resolve_pair(mask_size, "mask_size", spatial, 0.2))
+        if target_object is not None:  # one output= callable scoring it, prepared on the input
+            output, _, _ = structured_targets(p, target_object, None, output, 0.5, method)
         score, output_name = scorer(p.module, output, p.is_signal, method)
         n_classes = None
 

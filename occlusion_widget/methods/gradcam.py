@@ -21,10 +21,10 @@ from .common import (
     check_callbacks,
     cancelled,
     check_finite_gradient,
-    labels_for,
     no_grad_message,
     prepared,
     scorer,
+    structured_targets,
     upsample_maps,
 )
 
@@ -110,6 +110,7 @@ def grad_cam(
     targets: int | Sequence[int] | None = None,
     *,
     top_k: int | None = None,
+    min_score: float = 0.5,
     layer: str | None = None,
     output: Output = "logit",
     upsampling: str = "bilinear",
@@ -125,8 +126,11 @@ def grad_cam(
 
     Parameters
     ----------
-    model, image, targets, top_k, device
-        As for :func:`saliency`. Images only (a 1-D signal raises).
+    model, image, targets, top_k, min_score, device
+        As for :func:`saliency`. Images only (a 1-D signal raises). With a
+        ``SegmentationTarget`` (region, ``output="logit"``) the map equals
+        pytorch-grad-cam's ``SemanticSegmentationTarget`` up to scale, with a
+        ``DetectionTarget(score="box_score")`` its ``FasterRCNNBoxScoreTarget``.
     layer : str, optional
         A name from ``model.named_modules()`` whose output is (N, C', h, w).
         Default: :func:`default_layer`. A module called several times in one
@@ -159,6 +163,7 @@ def grad_cam(
             raise ValueError("grad_cam: needs an image (C, H, W); use saliency or smoothgrad for a 1-D signal")
         name = layer if layer is not None else default_layer(p.classifier, p.x)
         target_module = _named_module(p.module, name)
+        output, targets, top_k = structured_targets(p, targets, top_k, output, min_score, "grad_cam")
         score, output_name = scorer(p.module, output, False, "grad_cam")
         captured: list[torch.Tensor] = []
         owner = threading.get_ident()
@@ -200,7 +205,7 @@ def grad_cam(
             base = scores[0].detach()[torch.as_tensor(target_idx, device=scores.device)].float().cpu().numpy()
             return AttributionResult(
                 method="grad_cam", grid=cams.copy(), maps=upsample_maps(cams, p.x.shape[1:], upsampling),
-                base_scores=base, targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params,
+                base_scores=base, targets=target_idx, labels=p.labels(target_idx), params=params,
                 image=p.x.detach().cpu().numpy(), complete=done == k_total, n_forward=1,
                 elapsed_s=time.perf_counter() - start,
                 extra={"weights": weights.copy(), "activation": act[0].detach().float().cpu().numpy()},

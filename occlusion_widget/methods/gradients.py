@@ -20,10 +20,10 @@ from .common import (
     check_callbacks,
     check_positive_int,
     input_gradient,
-    labels_for,
     no_grad_message,
     prepared,
     scorer,
+    structured_targets,
 )
 
 REDUCE = ("max", "sum")
@@ -38,6 +38,7 @@ def saliency(
     targets: int | Sequence[int] | None = None,
     *,
     top_k: int | None = None,
+    min_score: float = 0.5,
     reduce: str = "max",
     output: Output = "logit",
     device: str | torch.device = "auto",
@@ -57,6 +58,10 @@ def saliency(
         None: the top class. One map per target, in that order.
     top_k : int, optional
         Instead of ``targets``: the ``top_k`` best classes.
+    min_score : float
+        With ``targets=None`` and a detector: the lowest detection score explained
+        (targets may also be ``SegmentationTarget`` / ``DetectionTarget`` objects,
+        or None for everything a segmenter or detector finds; see :func:`occlusion_sensitivity`).
     reduce : "max" or "sum"
         Over channels: ``max_c |g_c|`` (Simonyan et al.) or ``sum_c |g_c|``.
     output : "logit", "probability" or callable
@@ -78,6 +83,7 @@ def saliency(
     check_callbacks(progress, cancel)
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
+        output, targets, top_k = structured_targets(p, targets, top_k, output, min_score, "saliency")
         score, output_name = scorer(p.module, output, p.is_signal, "saliency")
         x = p.x[None].requires_grad_(True)
         scores = score(x)
@@ -107,6 +113,7 @@ def smoothgrad(
     targets: int | Sequence[int] | None = None,
     *,
     top_k: int | None = None,
+    min_score: float = 0.5,
     n_samples: int = 25,
     noise_level: float = 0.15,
     reduce: str = "max",
@@ -127,7 +134,7 @@ def smoothgrad(
 
     Parameters
     ----------
-    model, image, targets, top_k, reduce, output, device
+    model, image, targets, top_k, min_score, reduce, output, device
         As for :func:`saliency`.
     n_samples : int
         Noisy copies.
@@ -164,6 +171,7 @@ def smoothgrad(
         raise TypeError(f"seed={seed!r} is not allowed; use an int or None")
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
+        output, targets, top_k = structured_targets(p, targets, top_k, output, min_score, "smoothgrad")
         score, output_name = scorer(p.module, output, p.is_signal, "smoothgrad")
         with torch.no_grad():
             base_all = score(p.x[None])[0]
@@ -230,6 +238,6 @@ def _result(p: Prepared, method: str, maps: np.ndarray, base_all: torch.Tensor, 
     base = base_all.detach()[torch.as_tensor(target_idx, device=base_all.device)].float().cpu().numpy()
     return AttributionResult(
         method=method, grid=maps.copy(), maps=maps.copy(), base_scores=base, targets=target_idx,
-        labels=labels_for(p.classifier, target_idx), params=params, image=image, complete=complete,
+        labels=p.labels(target_idx), params=params, image=image, complete=complete,
         n_forward=n_forward, elapsed_s=time.perf_counter() - start,
     )

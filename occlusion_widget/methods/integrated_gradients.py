@@ -28,8 +28,8 @@ from .common import (
     ProgressFn,
     cancelled,
     check_positive_int,
-    labels_for,
     prepared,
+    structured_targets,
 )
 
 #: Quadrature rules for the path integral. "gausslegendre" and the left / right /
@@ -76,6 +76,7 @@ def integrated_gradients(
     targets: int | Sequence[int] | None = None,
     *,
     top_k: int | None = None,
+    min_score: float = 0.5,
     baseline: float | Sequence[float] | np.ndarray | torch.Tensor = 0.0,
     steps: int = 50,
     rule: str = "gausslegendre",
@@ -93,7 +94,7 @@ def integrated_gradients(
 
     Parameters
     ----------
-    model, image, targets, top_k, output, device
+    model, image, targets, top_k, min_score, output, device
         As for :func:`saliency`. ``output`` is the score integrated (the logit by default).
     baseline : number, sequence of C numbers, or array / tensor shaped like the input
         The path's start, in the model's input space ([0, 1] pixels for a wrapper,
@@ -137,6 +138,7 @@ def integrated_gradients(
     start = time.perf_counter()
     with prepared(model, image, device, cancel) as p:
         base_x, described = _resolve_baseline(baseline, p.x, p.is_signal)
+        output, targets, top_k = structured_targets(p, targets, top_k, output, min_score, "integrated_gradients")
         score, output_name = score_function(p.module, output, None, p.is_signal)
         with torch.no_grad():
             ends = score(torch.stack([p.x, base_x]))  # the input's and the baseline's scores
@@ -165,7 +167,7 @@ def integrated_gradients(
         def packed(maps: np.ndarray, complete: bool, extra: dict) -> AttributionResult:
             return AttributionResult(
                 method="integrated_gradients", grid=maps.copy(), maps=maps, base_scores=input_scores.float().cpu().numpy(),
-                targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params, image=image_np,
+                targets=target_idx, labels=p.labels(target_idx), params=params, image=image_np,
                 complete=complete, n_forward=n_forward, elapsed_s=time.perf_counter() - start,
                 extra={"baseline_scores": baseline_scores.cpu().numpy(), **extra},
             )

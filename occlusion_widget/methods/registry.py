@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal
 
 from ..engine.incremental import STRATEGIES
 from ..engine.inputs import OUTPUTS
+from ..engine.fills import MASK_SHAPES
 from ..engine.result import UPSAMPLING
 from ..engine.sweep import PRECISIONS, occlusion_sensitivity
 from .common import MAP_UPSAMPLING
@@ -177,6 +178,10 @@ def _batch(help: str, trait: str | None = None) -> MethodParam:
     return MethodParam("batch_size", None, "int", help, minimum=1, nullable=True, trait=trait, python_only=True)
 
 
+#: With targets=None and a detector: the lowest detection score explained (every method).
+_MIN_SCORE = MethodParam("min_score", 0.5, "float", "Detectors, targets=None: explain detections scoring at least "
+                         "this.", python_only=True)
+
 _REDUCE = MethodParam("reduce", "max", "choice", "Over channels: max_c |g_c| or sum_c |g_c|.", choices=REDUCE)
 
 _SPECS = (
@@ -192,9 +197,16 @@ _SPECS = (
             MethodParam("stride", "auto", "size", "Step between mask positions: 'auto' (10% of the input), N or (a, b).",
                         minimum=1, trait="stride"),
             MethodParam("mask_value", "auto", "fill", "What hides the region: 'auto' (channel means), 'blur', "
-                        "a number or one per channel.", trait="mask_value"),
+                        "'inpaint' (filled in from its surroundings), a number or one per channel.", trait="mask_value"),
             MethodParam("mask_clipping", True, "bool", "Smaller masks at the edges (False: full-size masks only).",
                         trait="mask_clipping"),
+            MethodParam("mask_shape", "box", "choice", "'gaussian': a soft mask fading to its edge (x*(1-w) + fill*w).",
+                        choices=MASK_SHAPES),
+            MethodParam("segments", None, "choice", "Occlude regions instead of boxes: 'slic' superpixels (or, from "
+                        "Python, an int label image (H, W)).", choices=("slic",), nullable=True),
+            MethodParam("n_segments", 50, "int", "With segments='slic': the number of superpixels aimed at.",
+                        minimum=1),
+            _MIN_SCORE,
             MethodParam("upsampling", "bicubic", "choice", "How maps are made from the position grid.",
                         choices=UPSAMPLING, trait="upsampling"),
             _output("probability", "output"),
@@ -215,6 +227,7 @@ _SPECS = (
         params=(
             MethodParam("layer", None, "layer", "The conv layer; None: the last layer with spatial extent.",
                         nullable=True, trait="gradcam_layer"),
+            _MIN_SCORE,
             _output("logit", "gradient_output"),
             MethodParam("upsampling", "bilinear", "choice", "How maps are made from the layer's grid.",
                         choices=MAP_UPSAMPLING),
@@ -224,7 +237,7 @@ _SPECS = (
         "saliency", "Saliency", "Gradient saliency", "Gradient saliency: |d score / d pixel| (fine, noisy)",
         saliency, "gradient", signed=False, streams=False, default_output="logit",
         reference="Simonyan et al. 2014",
-        params=(_REDUCE, _output("logit", "gradient_output")),
+        params=(_REDUCE, _output("logit", "gradient_output"), _MIN_SCORE),
     ),
     MethodSpec(
         "smoothgrad", "SmoothGrad", "SmoothGrad", "SmoothGrad: the gradient averaged over noisy copies of the image",
@@ -238,6 +251,7 @@ _SPECS = (
             _output("logit", "gradient_output"),
             MethodParam("seed", 0, "int", "Seeds the noise; None: a fresh seed.", nullable=True),
             _batch("Noisy copies per forward/backward pass (default 8 on CPU, 64 on CUDA)."),
+            _MIN_SCORE,
         ),
     ),
     MethodSpec(
@@ -254,6 +268,7 @@ _SPECS = (
                         choices=RULES, trait="ig_rule", python_only=True),
             _batch("Path points per forward/backward pass (default 16 on CPU, 64 on CUDA)."),
             _output("logit", "gradient_output"),
+            _MIN_SCORE,
         ),
     ),
 )
