@@ -322,3 +322,21 @@ def test_cli_run(folder, tmp_path, capsys):
     with Image.open(tmp_path / "out" / "summary.png") as img:
         assert img.width > 300
     assert len(Audit.open(tmp_path / "out")) == 6
+
+
+def test_ctrl_c_keeps_finished_images_and_the_lock_goes(folder, tmp_path):
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+
+    class Interrupted(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            if i == 3:
+                raise KeyboardInterrupt  # what Ctrl-C raises, here at a known image
+            return paths[i]
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(tiny_model(), Interrupted(), out=tmp_path / "out", progress=False, **SWEEP)
+    assert {"0", "1", "2"} <= set(Audit.open(tmp_path / "out").table["image_id"])
+    assert not (tmp_path / "out" / "lock").exists()
