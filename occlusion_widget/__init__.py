@@ -1,10 +1,13 @@
 """occlusion-widget: occlusion sensitivity maps for PyTorch image classifiers, live in Jupyter."""
 
 from .engine import (
+    DetectionTarget,
+    DetectorModule,
     ImportantRegion,
     MapResult,
     OcclusionParams,
     OcclusionResult,
+    SegmentationTarget,
     drilldown_sensitivity,
     map_agreement,
     occlusion_sensitivity,
@@ -28,6 +31,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttributionResult",
+    "DetectionTarget",
+    "DetectorModule",
+    "SegmentationTarget",
     "ImageClassifier",
     "ImportantRegion",
     "MapResult",

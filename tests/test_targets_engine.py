@@ -176,3 +176,19 @@ def test_grad_cam_with_a_segmentation_target_equals_pytorch_grad_cam():
     ours_norm = _minmax(upsample_maps(_minmax(ours.grid[0])[None], (64, 64), "bilinear")[0])
     assert np.ptp(theirs) > 0.5
     np.testing.assert_allclose(ours_norm, theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,kind", [("lraspp_mobilenet_v3_large", "segmentation"),
+                                       ("fasterrcnn_mobilenet_v3_large_fpn", "detection")])
+def test_from_torchvision_wraps_segmenters_and_detectors_offline(name, kind):
+    from occlusion_widget import DetectorModule, from_torchvision
+
+    model = from_torchvision(name, weights=None, weights_backbone=None)
+    assert model.labels[0] == "__background__" and len(model.labels) == (21 if kind == "segmentation" else 91)
+    x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model.module(x[None])
+    if kind == "segmentation":
+        assert model.input_size == (520, 520) and out["out"].shape == (1, 21, 64, 64)
+    else:
+        assert isinstance(model.module, DetectorModule) and set(out[0]) >= {"boxes", "labels", "scores"}

@@ -23,8 +23,15 @@ from .result import (
 )
 from .score import score_occluded
 from .sweep import occlusion_sensitivity
+from .targets import DetectionTarget, SegmentationTarget, default_targets, targets_output
+from .targets_adapters import DetectorModule
 
 __all__ = [
+    "DetectionTarget",
+    "DetectorModule",
+    "SegmentationTarget",
+    "default_targets",
+    "targets_output",
     "ImageClassifier",
     "ImportantRegion",
     "IncrementalEvaluator",
