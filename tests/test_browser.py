@@ -240,10 +240,7 @@ def _assert_figure(path: Path, min_width: int, min_height: int) -> None:
 def lab(tmp_path_factory):
     # The kernel serves occlusion_widget/static/ (build output): rebuild it from js/ so that the page runs the
     # sources under test, not the bundle of the last `pip install -e .` (esbuild takes well under a second).
-    from occlusion_widget.widget import frontend
-
-    if not hasattr(frontend, "build_esm"):
-        subprocess.run(["npm", "run", "--silent", "build"], cwd=JS, check=True, capture_output=True, timeout=120)
+    subprocess.run(["npm", "run", "--silent", "build"], cwd=JS, check=True, capture_output=True, timeout=120)
     with lab_server(tmp_path_factory.mktemp("lab")) as server:
         yield server
 

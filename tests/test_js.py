@@ -114,39 +114,6 @@ def test_the_lockfile_pins_the_build_tools() -> None:
     assert {"build", "watch", "typecheck", "test"} <= set(package["scripts"])
 
 
-# --- the hand-written joiner (frontend.build_esm), while it still serves the widget: remove with it -------------
-
-needs_joiner = pytest.mark.skipif(not hasattr(_frontend, "build_esm"), reason="the widget is served from the esbuild bundle")
-
-
-@needs_joiner
-def test_esm_is_one_module_without_local_imports() -> None:
-    esm = _frontend.build_esm(JS)
-    assert not re.search(r"""^\s*import\b.*["']\./""", esm, re.M)
-    assert esm.count("export default") == 1 and esm.rstrip().endswith("export default { render };")
-    on_disk = {p.name for p in JS.glob("*.js")} - {"standalone.js"}
-    assert on_disk == set(_frontend.MODULES), "add new js/ modules to MODULES (dependencies first)"
-
-
-@needs_joiner
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_assembled_module_parses(tmp_path: Path) -> None:
-    joined = tmp_path / "widget.mjs"
-    joined.write_text(_frontend.build_esm(JS))
-    proc = subprocess.run(
-        ["node", "--input-type=module", "-e", f"const m = await import({json.dumps(joined.as_uri())}); "
-         "if (typeof m.default.render !== 'function') process.exit(3);"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
-@needs_joiner
-def test_static_dir_falls_back_to_the_repository() -> None:
-    found = _frontend.static_dir()
-    assert (found / "widget.js").is_file() and (found / "widget.css").is_file()
-
-
 def test_every_jupyterlab_variable_in_the_css_has_a_fallback() -> None:
     # marimo renders the widget in a shadow root without JupyterLab's CSS variables: a bare
     # var(--jp-...) there makes borders and colours vanish.

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import occlusion_widget.widget.frontend
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_model  # noqa: E402
 
@@ -46,7 +48,9 @@ def test_report_is_self_contained(report, widget):
     text = report.read_text("utf-8")
     assert not re.search(r"<(?:script|link|img|iframe)[^>]+(?:src|href)=", text), "nothing is loaded from elsewhere"
     assert not re.search(r"https?://(?!www\.w3\.org)", text.split('id="ow-data"')[0]), "no URL in the page around the data"
-    assert "export default { render }" in text  # the widget's module is inlined (as JSON text)
+    bundle = occlusion_widget.widget.frontend.bundle_file("widget.js").read_text("utf-8")
+    last_line = bundle.strip().splitlines()[-2].strip()  # esbuild's export of the module's default
+    assert last_line.startswith("widget_default as default") and last_line in text  # the bundle is inlined
     assert text.count("<script") == 2  # the data and the module
 
 

@@ -31,11 +31,10 @@ from . import params as _params
 from .controller import Controller
 from .frontend import (
     SEQUENTIAL_COLORMAPS,
-    build_esm,
+    bundle_file,
     colormap_tables,
     comparison_state,
     layer_state,
-    load_css,
     result_state,
     to_png,
 )
@@ -99,8 +98,9 @@ class OcclusionWidget(WidgetTraits):
         The layer view's channels, strongest first.
     """
 
-    _esm = build_esm()
-    _css = load_css()
+    # anywidget reads (and, in development with ANYWIDGET_HMR=1, watches) the esbuild bundle.
+    _esm = bundle_file("widget.js")
+    _css = bundle_file("widget.css")
 
     def __init__(
         self,

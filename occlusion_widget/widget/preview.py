@@ -32,6 +32,7 @@ class Preview:
 
     seq: int
     box: tuple[int, int, int, int]
+    mask_size: tuple[int, int]  # the resolved mask (h, w) in input pixels: the browser draws the box with it
     base: list[tuple[int, float]]  # top-5 (class, score), unoccluded
     occluded: list[tuple[int, float]]  # top-5 (class, score) with the mask
     targets: list[tuple[int, float, float]]  # (class, unoccluded, occluded) for each target
@@ -42,7 +43,7 @@ class Preview:
         """The synced ``preview`` trait: the box, top-5 lists and the targets' scores, with names."""
         named = lambda pairs: [{"id": i, "name": label(i), "score": s} for i, s in pairs]
         return {
-            "seq": self.seq, "x": x, "y": y, "box": list(self.box), "output": output,
+            "seq": self.seq, "x": x, "y": y, "box": list(self.box), "mask_size": list(self.mask_size), "output": output,
             "base": named(self.base), "occluded": named(self.occluded),
             "targets": [{"id": i, "base": b, "occluded": o} for i, b, o in self.targets],
             "elapsed_ms": round(self.elapsed_s * 1000, 1),
@@ -94,7 +95,7 @@ class PreviewEngine:
         if targets is None:
             targets = _top(base, min(int(params.get("top_k") or 1), n))
         return Preview(
-            seq=seq, box=box, base=[(i, float(base[i])) for i in _top(base, min(k, n))],
+            seq=seq, box=box, mask_size=(int(mask[0]), int(mask[1])), base=[(i, float(base[i])) for i in _top(base, min(k, n))],
             occluded=[(i, float(after[i])) for i in _top(after, min(k, n))],
             targets=[(int(t), float(base[t]), float(after[t])) for t in targets if 0 <= t < n],
             fill=fill if fill_changed else None,

@@ -1,6 +1,6 @@
 """A standalone interactive report: one self-contained HTML file of a widget's maps.
 
-:func:`write_report` inlines the widget's ES module (:func:`~occlusion_widget.widget.frontend.build_esm`),
+:func:`write_report` inlines the widget's ES module (the esbuild bundle ``static/widget.js``),
 its CSS, ``js/standalone.js`` (a small model shim that plays the kernel's part from saved
 state) and the data. The page makes no request to any server: it opens from a file, offline.
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.result import OcclusionResult
-from .frontend import build_esm, load_css, result_state, static_dir
+from .frontend import bundle_file, result_state
 
 #: Synced traits the report leaves out: ipywidgets' layout plumbing.
 _SKIP = {"layout", "tabbable", "tooltip"}
@@ -136,7 +136,8 @@ def report_data(widget: Any) -> dict:
     layer = widget.layer
     label = (lambda i: f"{layer}[{i}]") if layer else widget.model.label
     table = preview_table(occlusion, label) if occlusion is not None else None
-    return {"state": state, "methods": methods, "preview": table, "esm": build_esm(), "css": load_css()}
+    return {"state": state, "methods": methods, "preview": table, "esm": bundle_file("widget.js").read_text("utf-8"),
+            "css": bundle_file("widget.css").read_text("utf-8")}
 
 
 def write_report(widget: Any, path: str | PathLike) -> Path:
@@ -163,7 +164,7 @@ def write_report(widget: Any, path: str | PathLike) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path={str(path)!r}: the folder {str(path.parent)!r} does not exist")
     data = report_data(widget)
-    shim = (static_dir() / "standalone.js").read_text("utf-8")
+    shim = bundle_file("standalone.js").read_text("utf-8")
     title = f"{widget.model_name or 'model'}: {', '.join(c['name'] for c in widget.classes)}"
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = _PAGE.format(
