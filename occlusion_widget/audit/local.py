@@ -15,8 +15,8 @@ from .worker import Config, ShardWriter, explain, load, worker_name, write_array
 
 
 def run_local(model: Any, source: Source, todo: list[int], cfg: Config, store: Store, *,
-              num_workers: int = 1, on_image: Callable[[list[dict]], None] | None = None) -> int:
-    """Explain images ``todo`` of ``source`` into ``store``; returns the number of shards committed.
+              num_workers: int = 1, on_image: Callable[[list[dict]], None] | None = None) -> None:
+    """Explain images ``todo`` of ``source`` into ``store``.
 
     Memory is bounded by the images in flight: ``num_workers`` being explained plus as many decoded
     ahead. Several workers share the model (the engine never changes the user's module) and split the
@@ -37,6 +37,24 @@ def run_local(model: Any, source: Source, todo: list[int], cfg: Config, store: S
     pending: set[Future] = set()
     queue = collections.deque(todo)
     try:
+        if num_workers == 1:
+            # One worker explains in this thread (the next image decodes meanwhile): the sweep's large
+            # buffers stay in this thread's malloc arena instead of a new thread's (lower peak RSS).
+            with ThreadPoolExecutor(1, thread_name_prefix="audit-load") as loader:
+                ahead: collections.deque[Future] = collections.deque()
+                try:
+                    while queue or ahead:
+                        while queue and len(ahead) < window:
+                            ahead.append(loader.submit(load, source, queue.popleft(), model, cfg))
+                        rows = job(ahead.popleft())[0]
+                        writer.add(rows)
+                        if on_image is not None:
+                            on_image(rows)
+                except BaseException:
+                    for fut in ahead:
+                        fut.cancel()
+                    raise
+            return
         with ThreadPoolExecutor(1, thread_name_prefix="audit-load") as loader, \
                 ThreadPoolExecutor(num_workers, thread_name_prefix="audit-explain") as pool:
             try:
@@ -63,4 +81,3 @@ def run_local(model: Any, source: Source, todo: list[int], cfg: Config, store: S
     finally:
         writer.flush()
         torch.set_num_threads(threads)
-    return writer.shards
