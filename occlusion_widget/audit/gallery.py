@@ -203,7 +203,8 @@ class AuditWidget(ipywidgets.VBox):
 
     ``w.gallery`` is the browser part (sort, filter, tabs; its traits are mirrored here: ``w.sort_by =
     "confidence"`` works), ``w.detail`` holds the opened widget, ``w.open_image(i)`` opens row ``i`` from
-    Python and returns its ``OcclusionWidget`` (``w.opened_widget``).
+    Python and returns its ``OcclusionWidget`` (``w.opened_widget``). The gallery shows the table as it
+    was when the widget was made: after ``audit.refresh()`` (a run still writing), make a new one.
 
     Parameters
     ----------
