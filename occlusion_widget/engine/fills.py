@@ -106,6 +106,12 @@ class Fill:
         """True when the fill depends on the mask position (inpainting)."""
         return self.value is None
 
+    def image(self, x: torch.Tensor, is_signal: bool) -> np.ndarray:
+        """``result.fill`` (C, H, W): the fill at every pixel; for "inpaint" the input itself (the fill
+        depends on the position: :meth:`OcclusionResult.most_important` recomputes it for its region)."""
+        image = (x if self.value is None else self.value).cpu().numpy()
+        return image[:, 0] if is_signal else image
+
     def occlude(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W): copies of ``x`` (C, H, W) occluded by ``weights`` (B, H, W), bool or float in [0, 1]."""
         if self.value is None:

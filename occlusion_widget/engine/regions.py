@@ -20,7 +20,7 @@ from .fills import MASK_SHAPES, gaussian_window
 from .grid import MaskGrid, fill_from_coarse
 from .result import upsample
 
-__all__ = ["BoxOccluder", "SegmentOccluder", "resolve_segments", "segment_boxes"]
+__all__ = ["BoxOccluder", "SegmentOccluder", "describe_segments", "resolve_segments", "segment_boxes"]
 
 
 class BoxOccluder:
@@ -169,3 +169,10 @@ class SegmentOccluder:
     def maps(self, values: np.ndarray, size: tuple[int, int], upsampling: str) -> np.ndarray:
         """(K, 1, n) -> (K, H, W): every pixel gets its segment's value (``upsampling`` does not apply)."""
         return values[:, 0][:, self.index].astype(np.float32)
+
+
+def describe_segments(segments: object, n: int) -> str | None:
+    """``params.segments``: None for boxes, else "slic (n)" or "labels (n)"."""
+    if segments is None:
+        return None
+    return f"{'slic' if isinstance(segments, str) else 'labels'} ({n})"

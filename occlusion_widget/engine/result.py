@@ -7,9 +7,8 @@ from typing import Any, Callable, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-UPSAMPLING = ("bicubic", "nearest", "none")
+from .upsampling import MAP_UPSAMPLING, UPSAMPLING, upsample, upsample_maps  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,6 @@ class ImportantRegion:
     occluded_image: np.ndarray
     """The input (C, H, W) with that region occluded, as the network saw it."""
 
-
-#: Upsampling methods for low-resolution maps of any method: the sweep's, plus "bilinear"
-#: (what Grad-CAM implementations use; cv2 INTER_LINEAR = torch align_corners=False).
-MAP_UPSAMPLING = ("bilinear",) + UPSAMPLING
 
 # Draws a result as PNG bytes for Jupyter. The engine draws nothing itself (it imports nothing
 # above it); occlusion_widget.render registers its figure here when the package is imported.
@@ -398,46 +393,6 @@ class OcclusionResult(MapResult):
         maps = upsample(self._grid2d(), self.image.shape[-2:] if not self.is_signal else (1, self.image.shape[-1]), upsampling)
         maps = maps[:, 0, :] if self.is_signal else maps
         return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))
-
-
-def upsample(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
-    """(K, gy, gx) -> (K, H, W) by bicubic or nearest interpolation, like MATLAB's imresize.
-
-    ``"none"`` returns the grid. Positions that are NaN stay NaN (nearest).
-    """
-    if method not in UPSAMPLING:
-        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}")
-    if method == "none":
-        return grid.astype(np.float32, copy=True)
-    nan = np.isnan(grid)
-    t = torch.from_numpy(np.nan_to_num(grid).astype(np.float32))[None]
-    if method == "nearest":
-        out = F.interpolate(t, size=tuple(size), mode="nearest-exact")[0]
-    else:
-        out = F.interpolate(t, size=tuple(size), mode="bicubic", align_corners=False)[0]
-    out = out.numpy()
-    if nan.any():
-        holes = F.interpolate(torch.from_numpy(nan.astype(np.float32))[None], size=tuple(size), mode="nearest-exact")
-        out[holes[0].numpy() > 0.5] = np.nan
-    return out
-
-
-def upsample_maps(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
-    """(K, h, w) -> (K, H, W) by ``"bilinear"`` or any of :data:`UPSAMPLING`.
-
-    ``"none"`` needs ``(h, w) == size``: every map must have the input's size.
-    """
-    if method not in MAP_UPSAMPLING:
-        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, MAP_UPSAMPLING))}")
-    size = (int(size[0]), int(size[1]))
-    if grid.shape[-2:] == size:
-        return grid.astype(np.float32, copy=True)
-    if method == "none":
-        raise ValueError(f"upsampling='none': the raw map is {grid.shape[-2:]}, the input {size}; choose 'bilinear'")
-    if method == "bilinear":
-        t = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None]
-        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
-    return upsample(grid, size, method)
 
 
 def worst_position(result: MapResult, k: int = 0) -> tuple[int, int]:

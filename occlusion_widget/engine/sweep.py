@@ -18,7 +18,7 @@ from .grid import MaskGrid, resolve_sizes
 from .incremental import STRATEGIES, make_incremental_score
 from .model_state import check_materialised, prepared_module
 from .inputs import Output, model_view, prepare_input, resolve_device, resolve_targets, score_function
-from .regions import BoxOccluder, SegmentOccluder, resolve_segments, segment_boxes
+from .regions import BoxOccluder, SegmentOccluder, describe_segments, resolve_segments, segment_boxes
 from .result import UPSAMPLING, OcclusionParams, OcclusionResult
 from .structured_outputs import check_min_score, is_target_objects, resolve_structured
 
@@ -331,7 +331,7 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
             stride=(grid.stride[1],) if is_signal else grid.stride,
             mask_value=fill.reported, mask_clipping=grid.clipping, upsampling=upsampling,
             output=output_name, batch_size=batch, device=str(dev), precision=precision, strategy=used,
-            mask_shape=occ.mask_shape, segments=_describe_segments(job.segments, occ),
+            mask_shape=occ.mask_shape, segments=describe_segments(job.segments, occ.size),
         )
         if segmented:
             boxes = segment_boxes(occ.index, occ.size)
@@ -343,7 +343,7 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
             grid=(values[:, 0] if row_axis else values).copy(), maps=maps[:, 0] if is_signal else maps,
             base_scores=base.float().cpu().numpy(), targets=target_idx, labels=labels,
             boxes=boxes, params=params, image=x.cpu().numpy()[:, 0] if is_signal else x.cpu().numpy(),
-            fill=_fill_image(fill, x, is_signal),
+            fill=fill.image(x, is_signal),
             computed=comp[0].copy() if row_axis else comp.copy(), complete=complete,
             n_forward=n_forward, elapsed_s=time.perf_counter() - start,
             top_ids=per_position(top_ids).copy(), top_scores=per_position(top_scores).copy(),
@@ -391,20 +391,6 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         if progress is not None:
             progress(done, len(order), result(complete=done == len(order)))
     return result(complete=True)
-
-
-def _describe_segments(segments: object, occ: object) -> str | None:
-    """``params.segments``: None for boxes, else "slic (n)" or "labels (n)"."""
-    if segments is None:
-        return None
-    return f"{'slic' if isinstance(segments, str) else 'labels'} ({occ.size})"
-
-
-def _fill_image(fill, x: torch.Tensor, is_signal: bool) -> np.ndarray:
-    """``result.fill``: the fill broadcast to the input; for "inpaint" the input itself (the fill depends
-    on the position: :meth:`OcclusionResult.most_important` recomputes it for its region)."""
-    image = (x if fill.value is None else fill.value).cpu().numpy()
-    return image[:, 0] if is_signal else image
 
 
 def _occlude(x: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
