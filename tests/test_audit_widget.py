@@ -62,7 +62,7 @@ def test_rows_thumbnails_and_summary_follow_the_table(widget, tiny_audit) -> Non
     t, g = tiny_audit.table, widget.gallery
     assert [r["row"] for r in g.rows] == list(range(len(t))) and len(g.thumbs) == len(t)
     json.dumps(g.rows, allow_nan=False)  # the browser parses JSON: no NaN may reach it
-    for r, (_, rec) in zip(g.rows, t.iterrows()):
+    for r, (_, rec) in zip(g.rows, t.iterrows(), strict=True):
         assert r["image_id"] == rec["image_id"] and r["confidence"] == rec["confidence"]
         assert r["correct"] == bool(rec["correct"]) and r["true_name"] == rec["true_name"]
         assert r["pointing_hit"] is None  # no annotations: NaN/None became null
@@ -242,7 +242,8 @@ const state = decode({state}); const handlers = {{}};
 window.sets = []; window.saves = 0;
 window.model = {{ get: (k) => state[k],
   set: (k, v) => {{ window.sets.push([k, v]); state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); }},
-  on: (e, f) => (handlers[e] = handlers[e] || []).push(f), off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
+  on: (e, f) => (handlers[e] = handlers[e] || []).push(f),
+  off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
   save_changes: () => {{ window.saves += 1; }}, send: () => {{}} }};
 </script>
 <script type="module">
@@ -278,12 +279,14 @@ def browser():
             b.close()
 
 
-def _open_page(browser: Any, gallery: AuditGallery, folder: Path) -> tuple[Any, list[str]]:
-    """A page rendering the gallery module over ``gallery``'s state; (page, page errors so far)."""
+def _open_page(browser: Any, gallery: AuditGallery, folder: Path, where: Path | None = None) -> tuple[Any, list[str]]:
+    """A page rendering the gallery module (from ``where``, default the one the widget serves) over
+    ``gallery``'s state; (page, page errors so far)."""
     state = {k: v for k, v in gallery.get_state().items() if not k.startswith("_")}
+    js, css = (where / "gallery.js", where / "gallery.css") if where else (asset_path("gallery.js"), asset_path("gallery.css"))
     html = folder / "gallery.html"
-    html.write_text(PAGE.format(css=asset_path("gallery.css").read_text("utf-8"), state=json.dumps(_encode(state)),
-                                esm=json.dumps(asset_path("gallery.js").read_text("utf-8"))))
+    html.write_text(PAGE.format(css=css.read_text("utf-8"), state=json.dumps(_encode(state)),
+                                esm=json.dumps(js.read_text("utf-8"))))
     page = browser.new_context(viewport={"width": 900, "height": 900}).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -383,6 +386,28 @@ def test_the_gallery_in_chromium(browser, tiny_audit, tmp_path) -> None:
         page.wait_for_function("(k) => [...document.querySelectorAll('.owa-mean img')]"
                                ".filter((i) => i.complete && i.naturalWidth > 0).length === k", arg=len(w.gallery.class_means))
         assert page.locator(".owa-summary tbody tr").count() == len(w.gallery.classes) + 1
+        assert not errors, errors
+    finally:
+        page.context.close()
+        w.close()
+
+
+@pytest.mark.browser
+def test_the_built_bundle_renders_too(browser, tiny_audit, tmp_path) -> None:
+    """What a wheel serves: esbuild's copy in occlusion_widget/static/audit/ (when this checkout was built)."""
+    import occlusion_widget
+
+    built = Path(occlusion_widget.__file__).parent / "static" / "audit"
+    if not (built / "gallery.js").is_file():
+        pytest.skip("no built bundle (npm --prefix js run build)")
+    w = AuditWidget(tiny_audit)
+    page, errors = _open_page(browser, w.gallery, tmp_path, where=built)
+    try:
+        n = len(tiny_audit.table)
+        page.wait_for_function("(n) => [...document.querySelectorAll('.owa-thumb img')]"
+                               ".filter((i) => i.complete && i.naturalWidth === 96).length === n", arg=n)
+        page.click(".owa-thumb[data-row='1']")
+        assert page.evaluate("() => window.sets.at(-1)") == ["opened", 1]
         assert not errors, errors
     finally:
         page.context.close()

@@ -34,15 +34,17 @@ CORRECT = ("all", "correct", "incorrect")
 
 
 def asset_path(name: str) -> Path:
-    """``js/audit/<name>`` in a source checkout, or ``occlusion_widget/static/audit/<name>`` in a wheel."""
-    packaged = resources.files("occlusion_widget") / "static" / "audit" / name
-    if packaged.is_file():
-        return Path(str(packaged))
+    """The gallery's browser file ``name``: ``js/audit/<name>`` in a source checkout, else the copy a build put in
+    ``occlusion_widget/static/audit/`` (a wheel). The source comes first: the module is self-contained, so a
+    checkout never needs a rebuild to see an edit (and a stale bundle cannot shadow it)."""
     repo = Path(__file__).resolve().parents[2] / "js" / "audit" / name
     if repo.is_file():
         return repo
+    packaged = resources.files("occlusion_widget") / "static" / "audit" / name
+    if packaged.is_file():
+        return Path(str(packaged))
     raise FileNotFoundError(f"occlusion_widget.audit: the gallery's browser file {name!r} is missing (looked in "
-                            f"occlusion_widget/static/audit/ and {repo.parent}); reinstall the package")
+                            f"{repo.parent} and occlusion_widget/static/audit/); reinstall the package")
 
 
 def _json_value(v: Any) -> Any:
@@ -299,7 +301,7 @@ class AuditWidget(ipywidgets.VBox):
         allowed = set(OcclusionWidget.class_trait_names())
         kwargs: dict[str, Any] = {"method": method}
         for p in get_method(method).params:
-            if p.name in stored and p.trait in allowed and stored[p.name] is not None:
+            if p.trait is not None and p.trait in allowed and stored.get(p.name) is not None:
                 v = stored[p.name]
                 kwargs[p.trait] = tuple(v) if isinstance(v, list) else v
         kwargs.update(self.widget_params)

@@ -50,12 +50,12 @@ def composite(image: np.ndarray | None, smap: np.ndarray, *, signed: bool, cmap:
     (h, w, 3) uint8
     """
     wh = _fit(smap.shape, size)
-    small = np.asarray(Image.fromarray(np.asarray(smap, dtype=np.float32)).resize(wh, Image.BILINEAR))
+    small = np.asarray(Image.fromarray(np.asarray(smap, dtype=np.float32)).resize(wh, Image.Resampling.BILINEAR))
     rgb, strength = _colour(small, signed, cmap)
     if image is None:
         out = rgb
     else:
-        base = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(wh, Image.LANCZOS),
+        base = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(wh, Image.Resampling.LANCZOS),
                           dtype=np.float64) / 255
         alpha = (opacity * strength)[..., None]
         out = (1 - alpha) * base + alpha * rgb
