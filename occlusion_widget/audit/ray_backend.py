@@ -56,6 +56,7 @@ def run_ray(model: Any, source: Source, todo: list[int], cfg: Config, store: Sto
     """Explain ``todo`` on Ray (a local instance on loopback unless ``address`` or an initialised one)."""
     try:
         import ray
+        import ray.data
     except ImportError as exc:
         raise ImportError("backend='ray' needs Ray Data: pip install 'ray[data]>=2.9'") from exc
     started = False
@@ -65,6 +66,9 @@ def run_ray(model: Any, source: Source, todo: list[int], cfg: Config, store: Sto
         else:
             ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         started = True
+    context = ray.data.DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = False  # ours counts images; Ray Data's would count blocks per operator
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -90,5 +94,6 @@ def run_ray(model: Any, source: Source, todo: list[int], cfg: Config, store: Sto
             if bar is not None:
                 bar.close()
     finally:
+        context.enable_progress_bars = bars
         if started:
             ray.shutdown()
