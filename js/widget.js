@@ -11,6 +11,9 @@ import { decodePNG, MapPainter, drawFigure } from "./paint.js";
 import { buildControls } from "./controls.js";
 import { CompareView } from "./compare.js";
 import { LayerView } from "./layers.js";
+import { OutputsOverlay } from "./outputs.js";
+import { viewFigure, downloadFigure } from "./export.js";
+import { bindPointerOf, drawPreviewImageOf, renderPreviewScoresOf } from "./preview.js";
 
 /** Preview requests per second while dragging. */
 const PREVIEW_HZ = 10;
@@ -51,6 +54,7 @@ class OcclusionView {
     });
     this.compare = new CompareView(model, this.ui.compare, this.ui.compareToggle, { image: () => this.image, shape: () => this.shape });
     this.layers = new LayerView(model, this.ui.layers, this.ui.layersToggle);
+    this.outputs = new OutputsOverlay(model, this.ui, { shape: () => this.shape });
     // Is a kernel answering? null: not known yet. A saved page's model shim says so up front.
     /** @type {boolean | null} */ this.kernel = model.kernelless === true ? false : null;
     this.onCustom = (msg) => {
@@ -318,43 +322,7 @@ class OcclusionView {
   }
 
   bindPointer() {
-    const stage = this.ui.stage;
-    const toImage = (e) => clientToImage(stage.getBoundingClientRect(), this.shape[1], this.shape[0], e.clientX, e.clientY);
-    let offset = { x: 0, y: 0 };
-    stage.addEventListener("pointerdown", (e) => {
-      if (e.button !== 0) return;
-      e.preventDefault();
-      const p = toImage(e);
-      // Grab the mask where it was clicked; a click elsewhere brings the mask there.
-      offset = e.target === this.ui.mask || this.ui.mask.contains(/** @type {Node} */ (e.target)) ? { x: this.mask.x - p.x, y: this.mask.y - p.y } : { x: 0, y: 0 };
-      this.dragging = true;
-      stage.setPointerCapture?.(e.pointerId);
-      this.moveTo(p.x + offset.x, p.y + offset.y);
-      this.sendPreview(this.mask.x, this.mask.y);
-      this.ui.root.classList.add("ow-dragging");
-    });
-    stage.addEventListener("pointermove", (e) => {
-      const p = toImage(e);
-      if (this.dragging) {
-        this.moveTo(p.x + offset.x, p.y + offset.y);
-        this.sendPreview(this.mask.x, this.mask.y);
-      }
-      this.readout(p.x, p.y);
-    });
-    const end = (e) => {
-      if (!this.dragging) return;
-      this.dragging = false;
-      stage.releasePointerCapture?.(e.pointerId);
-      this.sendPreview.flush();
-      this.ui.root.classList.remove("ow-dragging");
-    };
-    stage.addEventListener("pointerup", end);
-    stage.addEventListener("pointercancel", end);
-    stage.addEventListener("pointerleave", () => {
-      if (this.dragging) return;
-      this.ui.readout.textContent = READOUT_HINT;
-      delete this.ui.readout.dataset.value;
-    });
+    bindPointerOf(this);
   }
 
   readout(x, y) {
@@ -393,74 +361,22 @@ class OcclusionView {
   }
 
   drawPreviewImage() {
-    const canvas = this.ui.previewCanvas;
-    const ctx = canvas.getContext("2d");
-    const p = this.shownPreview;
-    if (!ctx || !this.image) return;
-    ctx.drawImage(this.image, 0, 0, canvas.width, canvas.height);
-    if (!p || !p.box) return;
-    const [y0, x0, y1, x1] = p.box;
-    if (this.fill) ctx.drawImage(this.fill, x0, y0, x1 - x0, y1 - y0, x0, y0, x1 - x0, y1 - y0);
-    ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
-    ctx.setLineDash([3, 2]);
-    ctx.strokeRect(x0 + 0.5, y0 + 0.5, x1 - x0 - 1, y1 - y0 - 1);
+    drawPreviewImageOf(this);
   }
 
   renderPreviewScores() {
-    const p = this.shownPreview;
-    const ui = this.ui;
-    if (!p) return;
-    if (p.error) {
-      ui.previewSummary.textContent = p.error;
-      ui.previewSummary.classList.add("ow-preview-error");
-      return;
-    }
-    ui.previewSummary.classList.remove("ow-preview-error");
-    const current = (this.model.get("classes") || [])[this.selected];
-    const id = current ? current.id : -1;
-    renderScores(ui.previewBase, p.base, id, p.output);
-    renderScores(ui.previewMasked, p.occluded, id, p.output);
-    const target = (p.targets || []).find((t) => t.id === id);
-    ui.previewSummary.textContent = targetSummary(target, current?.name ?? "", p.output);
-    ui.previewSummary.dataset.seq = String(p.seq);
+    renderPreviewScoresOf(this);
   }
 
   // --- export ----------------------------------------------------------------------------------
 
-  /**
-   * The figure of what is shown: the map (or, with the compare view open, every method's
-   * panel with its AUCs), colour bars with their numbers, and a title with class, score and method.
-   * @returns {HTMLCanvasElement}
-   */
+  /** The figure of what is shown (see export.js). @returns {HTMLCanvasElement} */
   figure() {
-    const m = this.model;
-    const current = (m.get("classes") || [])[this.selected];
-    const output = m.get("resolved_params")?.output ?? this.outputOf(m.get("method"));
-    const score = current ? ` \u00b7 ${tabScores([current], output, this.shownPreview)[0].text}` : "";
-    const title = `${current?.name ?? "map"}${score}`;
-    const method = this.maps ? this.maps.method : m.get("method");
-    const ratio = typeof devicePixelRatio === "number" ? Math.min(devicePixelRatio, 2) : 1;
-    const [height, width] = this.shape;
-    if (this.compare.open) {
-      const size = 224 / Math.max(height, width);
-      return drawFigure({ title, subtitle: `${this.compare.summary.textContent} \u00b7 deletion AUC: lower is better, insertion AUC: higher is better`,
-        imageW: width * size, imageH: height * size, columns: 4, panels: this.compare.figure }, ratio);
-    }
-    const signed = this.maps ? this.maps.signed : true;
-    const ends = barEnds(signed);
-    const caption = this.caption ?? mapCaption(method, m.get("resolved_params"), this.outputOf(method));
-    const size = DISPLAY_SIZE / Math.max(height, width);
-    return drawFigure({ title, subtitle: `${methodTitle(method)} \u00b7 ${caption} \u00b7 top: ${ends[0]}, bottom: ${ends[1]}`,
-      imageW: width * size, imageH: height * size, panels: [{ source: this.ui.canvas, lut: this.lut(signed), ticks: this.ticks ?? [] }] }, ratio);
+    return viewFigure(this, DISPLAY_SIZE);
   }
 
   download() {
-    const name = ((this.model.get("classes") || [])[this.selected]?.name ?? "map").replace(/[^\w-]+/g, "_");
-    const method = this.compare.open ? "compare" : this.maps ? this.maps.method : this.model.get("method");
-    const link = h("a", { href: this.figure().toDataURL("image/png"), download: `${method}_${name}.png` });
-    document.body.append(link);
-    link.click();
-    link.remove();
+    downloadFigure(this, this.figure());
   }
 
   dispose() {
@@ -469,6 +385,7 @@ class OcclusionView {
     this.controls.dispose();
     this.compare.dispose();
     this.layers.dispose();
+    this.outputs.dispose();
     this.sendPreview.cancel();
   }
 }

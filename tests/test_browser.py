@@ -705,3 +705,41 @@ def test_the_method_table_and_the_percentile_clip_in_the_page(browser, bundle, s
         assert page.evaluate("() => window.model.get('percentile')") is None
         errors = [m for m in page.console_messages if m.startswith("pageerror")]
         assert not errors, errors
+
+
+def test_detection_boxes_are_drawn_and_a_click_selects_or_adds_the_objects_tab(browser, bundle, tmp_path) -> None:
+    """A detector's widget saved without a kernel: its boxes over the image; a click on a box with a tab selects
+    that tab (the map redraws), a click on one without sets target_objects with it appended (the kernel's trait)."""
+    import numpy as np
+    import torch
+
+    from occlusion_widget import ImageClassifier
+    from occlusion_widget.engine.targets_demo import CATEGORIES, load_demo_models, synthetic_scene
+    from occlusion_widget.widget import OcclusionWidget
+
+    torch.set_num_threads(1)
+    det = ImageClassifier(load_demo_models()[1], (64, 64), CATEGORIES)
+    w = OcclusionWidget(det, synthetic_scene(np.random.default_rng(0))[0], min_score=0.4, mask_size=16, stride=8)
+    w.wait(60)
+    assert w.status == "done" and len(w.classes) == 2, (w.error, w.classes)
+    state = _encode({k: v for k, v in w.get_state().items() if not k.startswith("_")})
+    drawn = [i for i, d in enumerate(w.detections) if d["score"] >= 0.3]
+    w.close()
+    html = tmp_path / "page.html"
+    html.write_text(_static_page(bundle, state, "{kernelless: true}"))
+    with chromium_page(browser, {"width": 1000, "height": 1200}) as page:
+        page.goto(html.as_uri())
+        page.wait_for_function("() => window.rendered === true")
+        boxes = page.locator(".ow-box")
+        assert sorted(int(i) for i in boxes.evaluate_all("(bs) => bs.map((b) => b.dataset.index)")) == drawn
+        assert page.locator(".ow-box[data-tab='0']").get_attribute("class").count("ow-box-selected") == 1
+        assert page.locator(".ow-box[data-tab='1'] .ow-box-label").text_content() == state["classes"][1]["name"]
+        page.locator(".ow-box[data-tab='1']").click()
+        page.wait_for_selector(".ow-canvas[data-selected='1']")
+        assert page.evaluate("() => window.model.get('selected')") == 1
+        assert "ow-box-selected" in page.locator(".ow-box[data-tab='1']").get_attribute("class")
+        page.locator(".ow-box[data-tab='-1']").first.click()
+        added = page.evaluate("() => window.model.get('target_objects')")
+        assert len(added) == 3 and added[:2] == [c["target"] for c in state["classes"]] and added[2]["kind"] == "detection"
+        errors = [m for m in page.console_messages if m.startswith("pageerror")]
+        assert not errors, errors

@@ -229,7 +229,8 @@ class Controller:
             return compute_map(source, piece.spec, self._progress(piece, cancel), cancel)
         if piece.kind == "curve":
             spec, target = piece.spec
-            return compute_curve(source, spec.shown(self.cache.get(spec.key(source))), target, plan.curve_params, cancel)
+            return compute_curve(source, spec.shown(self.cache.get(spec.key(source))), target, plan.curve_params, cancel,
+                                 spec)
         if piece.kind == "layers":
             return conv_layers(source)
         return layer_activations(source.classifier, source.x, **plan.activations)

@@ -28,6 +28,7 @@ from ..methods import AttributionResult, Comparison, LayerActivations
 from ..methods.registry import METHODS, browser_table
 from ..models import ImageClassifier, load_default_model, sample_image
 from . import params as _params
+from . import structured
 from .controller import Controller
 from .frontend import (
     SEQUENTIAL_COLORMAPS,
@@ -39,13 +40,13 @@ from .frontend import (
     to_png,
 )
 from .plan import CompareState, LayerState
-from .preview import PreviewEngine
+from .preview import PreviewEngine, answer_preview
 from .runner import LatestRunner, PreparedInput
 from .snapshot import Snapshot
 from .traits import ENGINE_PARAMS, VIEW_PARAMS, WidgetTraits
 
-_PARAMS = ENGINE_PARAMS + ("targets", "top_k")
-_DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected", "percentile")
+_PARAMS = ENGINE_PARAMS + ("targets", "top_k", "min_score", "target_objects")
+_DISPLAY = ("opacity", "colormap", "sequential_colormap", "selected", "percentile", "min_score", "show_outputs")
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,7 +117,9 @@ class OcclusionWidget(WidgetTraits):
                             f"{', '.join(ENGINE_PARAMS)}; methods and views: {', '.join(VIEW_PARAMS)}")
         if isinstance(targets, (int, np.integer)):
             targets = [int(targets)]
+        targets, target_objects = structured.split_targets(targets)
         self._ready = False
+        self._shown_source: PreparedInput | None = None
         self._result: OcclusionResult | AttributionResult | None = None
         self._views: tuple[CompareState | None, LayerState | None] = (None, None)
         self._version = 0
@@ -126,7 +129,8 @@ class OcclusionWidget(WidgetTraits):
         self._snapshot = Snapshot(self)
         self._source = PreparedInput.prepare(model if model is not None else _default_model(),
                                       image if image is not None else sample_image())
-        super().__init__(targets=list(targets) if targets is not None else None, top_k=top_k, colormaps=colormap_tables(),
+        self._structure = structured.inspect(self._source)  # before the traits: target_objects are checked against it
+        super().__init__(targets=targets, target_objects=target_objects, top_k=top_k, colormaps=colormap_tables(),
                          sequential_colormaps=colormap_tables(SEQUENTIAL_COLORMAPS), methods_table=browser_table(),
                          **params)
         self.on_msg(self._on_custom_msg)
@@ -134,22 +138,7 @@ class OcclusionWidget(WidgetTraits):
         self._source_changed()
 
     def __repr__(self) -> str:
-        if not hasattr(self, "_source"):
-            return "OcclusionWidget()"
-        which = f"targets={list(self.targets)}" if self.targets is not None else f"top_k={self.top_k}"
-        status = self.status
-        if status == "running" and not self._controller.busy:  # nothing runs: say what is shown
-            status = "done" if self._result is not None and self._result.complete else "idle"
-        text = f"OcclusionWidget(model={self.model_name!r}, method={self.method!r}, {which}, status={status!r}"
-        result = self._result
-        if status == "done" and result is not None:
-            output = getattr(result.params, "output", "")
-            names = result.labels or [f"class {int(c)}" for c in result.targets]
-            shown = ", ".join(f"{name!r}: {float(score):.3g}" for name, score in zip(names, result.base_scores))
-            text += f", {output} {{{shown}}}"
-        elif status == "error":
-            text += f", error={self.error!r}"
-        return text + ")"
+        return structured.widget_repr(self)
 
     # --- Python API ------------------------------------------------------------------------------
 
@@ -242,6 +231,17 @@ class OcclusionWidget(WidgetTraits):
             self._preview_runner.wait_idle(30)
         return self.preview
 
+    def explain_detection(self, index: int) -> int:
+        """Explain detection ``index`` (into :attr:`detections`), as a click on its box does: its tab is
+        selected, or added (``target_objects``) and selected. Returns the tab's index."""
+        return structured.explain_detection(self, index)
+
+    def explain_region(self, box: Sequence[float], label: int | None = None) -> int:
+        """Explain segmentation class ``label`` (default: the current tab's) over ``box`` (x0, y0, x1, y1)
+        in input pixels, as dragging a region does: ``SegmentationTarget(label, region=box)`` as a new
+        tab, selected. Returns its index."""
+        return structured.explain_region(self, box, label)
+
     def save_png(self, path: str | PathLike, dpi: int = 100) -> None:
         """Save the maps over the image with class titles (current colormap, opacity and percentile)."""
         from ..render import save_figure
@@ -288,8 +288,12 @@ class OcclusionWidget(WidgetTraits):
     def _on_param(self, change: dict) -> None:
         if not self._ready:
             return
-        if change["name"] == "top_k" and self.targets is not None:
-            self.targets = None  # a new top_k replaces explicit targets (this observer runs again)
+        if change["name"] == "top_k" and (self.targets is not None or self.target_objects is not None):
+            with self.hold_trait_notifications():  # a new top_k replaces explicit targets (this observer runs again)
+                self.targets = self.target_objects = None
+            return
+        if change["name"] == "targets" and change["new"] is not None and self.target_objects is not None:
+            self.target_objects = None  # class indices replace the clicked / dragged targets
             return
         self.recompute()
         if self.preview_request:
@@ -320,6 +324,15 @@ class OcclusionWidget(WidgetTraits):
 
     def _source_changed(self) -> None:
         x = self._source.x
+        structure = self._structure = structured.inspect(self._source)
+        ready, self._ready = self._ready, False  # one recompute below, not one per trait
+        if self.target_objects is not None and self._shown_source is not None \
+                and self._shown_source is not self._source:
+            self.target_objects = None  # boxes and regions of another image or model
+        self.set_trait("output_kind", structure.kind)
+        for name, value in structured.structure_traits(structure).items():
+            setattr(self, name, value)
+        self._ready, self._shown_source = ready, self._source
         self.image_png = to_png(x.cpu().numpy())
         self.model_name = self._source.classifier.name
         self.notice = self._source.notice
@@ -330,17 +343,14 @@ class OcclusionWidget(WidgetTraits):
     def _run_preview(self, request: dict, _cancel: threading.Event) -> None:
         seq = int(request.get("seq", 0))
         try:
-            x, y = float(request["x"]), float(request["y"])
-            answer = self._previews.compute(self._source, seq, y, x, self.engine_params())
+            state, fill = answer_preview(self._previews, self, request)
         except Exception as exc:  # noqa: BLE001 - shown in the preview panel; the widget stays usable
             message = str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
             self.preview = {"seq": seq, "error": message}
             return
-        if answer.fill is not None:
-            self.fill_png = to_png(answer.fill)
-        layer = self.layer
-        label = (lambda i: f"{layer}[{i}]") if layer else self._source.classifier.label  # as the engine names them
-        self.preview = answer.state(x, y, label, self.output)
+        if fill is not None:
+            self.fill_png = to_png(fill)
+        self.preview = state
 
     # --- the sink: called by the Controller (under its lock, from any thread) ------------------
 
@@ -377,6 +387,7 @@ class OcclusionWidget(WidgetTraits):
         self._result = result
         self._version += 1
         state = result_state(result, self._version)
+        state["classes"] = structured.with_targets(state["classes"], structured.current_specs(self))
         if state["classes"] != self.classes:
             self.classes = state["classes"]
             if self.selected >= len(state["classes"]):

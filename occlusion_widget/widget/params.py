@@ -12,11 +12,35 @@ from typing import Any
 from ..methods.registry import METHODS, MethodSpec, get_method
 from .plan import ComputePlan, MapRequest
 from .runner import PreparedInput
+from .targets import default_specs, index_specs
 from .traits import ENGINE_PARAMS, WidgetTraits
 
 
+def target_specs(traits: WidgetTraits) -> list[dict] | None:
+    """A segmenter's or detector's targets as specs (see :mod:`.targets`): ``target_objects``, else
+    ``targets`` (class labels of a segmenter, indices into ``detections`` of a detector), else the
+    engine's defaults (``top_k``, ``min_score``); None for a classifier. A ValueError when there is
+    nothing to explain or an index is bad."""
+    structure = getattr(traits, "_structure", None)
+    if structure is None or structure.kind == "classification":
+        return None
+    if traits.target_objects is not None:
+        return [dict(s) for s in traits.target_objects]
+    if traits.targets is not None:
+        return index_specs(structure, traits.targets)
+    specs = default_specs(structure, traits.top_k, traits.min_score)
+    if not specs:
+        raise ValueError(f"nothing to explain: the detector finds no detection with score >= "
+                         f"min_score={traits.min_score}; lower min_score")
+    return specs
+
+
 def classes(traits: WidgetTraits) -> dict[str, Any]:
-    """``{"targets": [...]}`` when classes are given, else ``{"top_k": k}``."""
+    """``{"targets": [...]}`` when classes are given, else ``{"top_k": k}``; a segmenter's or detector's
+    targets as specs (built into target objects by :func:`~.plan.compute_map`)."""
+    specs = target_specs(traits)
+    if specs is not None:
+        return {"targets": specs}
     return {"targets": list(traits.targets)} if traits.targets is not None else {"top_k": traits.top_k}
 
 
@@ -43,7 +67,10 @@ def map_request(traits: WidgetTraits, method: str) -> MapRequest:
     """``method``'s maps as the widget asks for them: display parameters (``spec.display_params``,
     re-applied to a cached result) kept apart, and why it cannot be asked for, if so."""
     spec = get_method(method)
-    params = method_params(traits, method)
+    try:
+        params = method_params(traits, method)
+    except ValueError as exc:  # no target to explain: shown as the map's error
+        return MapRequest(method, {}, error=str(exc))
     display = {name: params.pop(name) for name in spec.display_params if name in params}
     error = None
     if traits.layer is not None and not _uses_layer_trait(spec):
@@ -74,4 +101,4 @@ def compute_plan(traits: WidgetTraits, source: PreparedInput) -> ComputePlan:
     )
 
 
-__all__ = ["classes", "compute_plan", "engine_params", "map_request", "method_params"]
+__all__ = ["target_specs", "classes", "compute_plan", "engine_params", "map_request", "method_params"]

@@ -30,6 +30,7 @@ from ..methods import (
 )
 from ..methods.registry import get_method
 from .runner import PreparedInput, ResultCache, freeze
+from .targets import build, build_all
 
 #: Bounds of the batch size the widget picks on CPU when the user gives none
 #: (see :func:`responsive_batch`).
@@ -158,6 +159,9 @@ def compute_map(source: PreparedInput, request: MapRequest, progress: Callable,
     if request.upsampling is not None:
         params["upsampling"] = request.upsampling
     x = source.x
+    targets = params.get("targets")
+    if targets and isinstance(targets[0], dict):  # a segmenter's or detector's specs: fresh target objects
+        params["targets"] = build_all(targets, str(params.get("output", "probability")), source.classifier.labels)
     if spec.kind == "perturbation" and params.get("batch_size") is None \
             and resolve_device(params.get("device", "auto")).type == "cpu":
         params["batch_size"] = responsive_batch(tuple(x.shape[1:]), params)  # partial maps arrive early
@@ -166,13 +170,18 @@ def compute_map(source: PreparedInput, request: MapRequest, progress: Callable,
 
 
 def compute_curve(source: PreparedInput, result: MapResult, target: int, params: dict,
-                  cancel: threading.Event) -> FaithfulnessCurve | None:
+                  cancel: threading.Event, request: MapRequest | None = None) -> FaithfulnessCurve | None:
     """Deletion and insertion curves of ``result``'s map for ``target`` (None when cancelled: the
-    curves are no method and raise :class:`Cancelled`)."""
+    curves are no method and raise :class:`Cancelled`). A segmenter's or detector's ``target`` is an
+    index into ``request``'s target specs."""
     if result.maps.shape[-2:] != tuple(source.x.shape[1:]):
         result = result.with_upsampling("nearest")  # occlusion with upsampling "none": one cell per position
+    scored: Any = target
+    specs = (request.params.get("targets") if request is not None else None) or []
+    if specs and isinstance(specs[0], dict):
+        scored = build(dict(specs[target]), "probability", source.classifier.labels)
     try:
-        return deletion_insertion(source.classifier, source.x, result.map_of(target), target, cancel=cancel, **params)
+        return deletion_insertion(source.classifier, source.x, result.map_of(target), scored, cancel=cancel, **params)
     except Cancelled:
         return None
 

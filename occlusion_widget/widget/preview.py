@@ -22,7 +22,10 @@ import numpy as np
 import torch
 
 from ..engine import mask_box, resolve_sizes, score_occluded
-from ..engine.inputs import resolve_fill
+from ..engine.inputs import resolve_device, resolve_fill
+from ..engine.model_state import prepared_module
+from ..engine.targets import targets_output
+from .targets import build_all, describe_output
 from .runner import PreparedInput, freeze
 
 
@@ -59,6 +62,79 @@ class PreviewEngine:
         self._base: dict[Hashable, np.ndarray] = {}
         self._last_fill_key: Hashable = None
         self._lock = threading.Lock()
+
+    def _fill(self, source: PreparedInput, mask_value: Any, mask: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """The fill picture (C, H, W) for these parameters, and whether it changed since the last call."""
+        with self._lock:
+            fill_key = (source.digest, freeze(mask_value), mask)
+            fill = self._fills.get(fill_key)
+            fill_changed = fill_key != self._last_fill_key
+            self._last_fill_key = fill_key
+        if fill is None:
+            with torch.inference_mode():
+                fill = resolve_fill(mask_value, source.x, mask)[0].cpu().numpy()
+            with self._lock:
+                self._fills = {fill_key: fill}
+        return fill, fill_changed
+
+    def compute_outputs(self, source: PreparedInput, seq: int, cy: float, cx: float, params: dict,
+                        specs: list[dict]) -> tuple[dict[str, Any], np.ndarray | None]:
+        """A segmenter's or detector's answer with the mask centred at pixel (cy, cx): the occluded
+        output (detections, or the predicted class per pixel) and every target's score, unoccluded and
+        occluded (the targets' ``output=`` callable, as in the sweep). One forward pass (two the first time).
+
+        Returns
+        -------
+        state : dict
+            The synced ``preview``: ``box``, ``mask_size``, ``targets`` [{id, base, occluded}], ``base`` and
+            ``occluded`` [{id, name, score}] per target, and ``detections`` (list of {box, label, score,
+            name}) or ``mask`` (uint8 (H, W) bytes) with ``shape``.
+        fill : (C, H, W) array or None
+            The fill picture when it changed.
+        """
+        start = time.perf_counter()
+        x = source.x
+        shape = (int(x.shape[1]), int(x.shape[2]))
+        mask_value = params.get("mask_value", "auto")
+        mask, _ = resolve_sizes(shape, params.get("mask_size", "auto"))
+        y0, x0, y1, x1 = box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
+        fill, fill_changed = self._fill(source, mask_value, mask)
+        categories = source.classifier.labels
+        device = resolve_device(params.get("device", "auto"))
+        occluded = x.clone()
+        occluded[:, y0:y1, x0:x1] = torch.from_numpy(fill[:, y0:y1, x0:x1]).to(x)
+        with self._lock:
+            base_key = ("outputs", id(source.classifier.module), source.digest, freeze(specs), freeze(params.get("output")))
+            cached = self._base.get(base_key)
+        batch = torch.stack([occluded] if cached is not None else [x, occluded]).to(device)
+        with torch.inference_mode():
+            raw = prepared_module(source.classifier.module, device)(batch)
+            if cached is None:  # targets read the clean output once (a predicted region), as in the sweep
+                scorer = targets_output(build_all(specs, str(params.get("output", "probability")), categories))
+                scorer.prepare(_row(raw, 0))
+                cached = (scorer, scorer(_row(raw, 0)).float().cpu().numpy()[0])
+                with self._lock:
+                    self._base = {base_key: cached}
+            scorer, base = cached
+            last = _row(raw, -1)
+            after = scorer(last).float().cpu().numpy()[0]
+        structure = describe_output(last, categories)
+        names = scorer.labels
+        state: dict[str, Any] = {
+            "seq": seq, "x": float(cx), "y": float(cy), "box": list(box), "mask_size": [int(mask[0]), int(mask[1])],
+            "output": "probability", "kind": structure.kind,
+            "base": [{"id": i, "name": names[i], "score": float(base[i])} for i in range(len(names))],
+            "occluded": [{"id": i, "name": names[i], "score": float(after[i])} for i in range(len(names))],
+            "targets": [{"id": i, "base": float(base[i]), "occluded": float(after[i])} for i in range(len(names))],
+        }
+        if structure.kind == "detection":
+            state["detections"] = structure.detections
+        elif structure.mask is not None:
+            state["mask"] = structure.mask.tobytes()
+            state["shape"] = list(structure.mask.shape)
+            state["legend"] = structure.legend
+        state["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return state, fill if fill_changed else None
 
     def compute(self, source: PreparedInput, seq: int, cy: float, cx: float, params: dict, k: int = 5) -> Preview:
         """Scores with the mask centred at pixel (cy, cx); ``params`` are the
@@ -101,6 +177,30 @@ class PreviewEngine:
             fill=fill if fill_changed else None,
             elapsed_s=time.perf_counter() - start,
         )
+
+
+def answer_preview(engine: PreviewEngine, widget: Any, request: dict) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The synced ``preview`` for ``request`` ({x, y, seq}) and the fill picture when it changed: a
+    classifier's top-5 and targets' scores, or a segmenter's / detector's occluded outputs."""
+    from .params import target_specs
+
+    seq, x, y = int(request.get("seq", 0)), float(request["x"]), float(request["y"])
+    source, params = widget._source, widget.engine_params()
+    specs = target_specs(widget)
+    if specs is not None:
+        return engine.compute_outputs(source, seq, y, x, params, specs)
+    answer = engine.compute(source, seq, y, x, params)
+    layer = widget.layer
+    label = (lambda i: f"{layer}[{i}]") if layer else source.classifier.label  # as the engine names them
+    return answer.state(x, y, label, widget.output), answer.fill
+
+
+def _row(raw: Any, i: int) -> Any:
+    """One input's part of a batch's raw output: a detector's [dict], a segmenter's {"out": (1, C, H, W)}."""
+    if isinstance(raw, (list, tuple)):
+        return [raw[i]]
+    scores = raw["out"] if isinstance(raw, dict) else raw
+    return {"out": scores[i:i + 1] if i >= 0 else scores[i:][:1]}
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:

@@ -63,6 +63,12 @@ class WidgetTraits(anywidget.AnyWidget):
     output = t.Enum(OUTPUTS, "probability", help="The score whose drop is mapped: softmax probability or logit.").tag(sync=True)
     targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; None: the top_k classes.").tag(sync=True)
     top_k = t.Int(3, help="How many of the best classes to explain when targets is None.").tag(sync=True)
+    min_score = t.Float(0.5, help="Detectors: explain the detections with score >= min_score (at most top_k) when "
+                        "targets and target_objects are None.").tag(sync=True)
+    target_objects = t.List(t.Dict(), default_value=None, allow_none=True, help="Segmenters and detectors: the "
+                            "targets explained, as specs ({'kind': 'segmentation', 'label', 'region': 'predicted', "
+                            "None or [x0, y0, x1, y1]} or {'kind': 'detection', 'box', 'label', 'score'}); set by "
+                            "a click on a box or a dragged region; None: targets / top_k.").tag(sync=True)
     layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
     batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
@@ -102,6 +108,12 @@ class WidgetTraits(anywidget.AnyWidget):
                                 "[0, 1] RGB pixels without normalisation; '' when there is none.").tag(sync=True)
     comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, insertion_auc}]}.").tag(sync=True)
     layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
+    output_kind = t.Unicode("classification", help="What the model outputs: 'classification', 'segmentation' "
+                            "or 'detection'.").tag(sync=True)
+    detections = t.List(t.Dict(), help="Detector: the detections on the clean image, best first: {box: [x0, y0, x1, "
+                        "y1], label, score, name}.").tag(sync=True)
+    segmentation = t.Dict(help="Segmenter: {data: uint8 (H, W) bytes, the predicted class per pixel, shape, "
+                          "legend: [{id, name, color, fraction}]}.").tag(sync=True)
     preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
 
     # --- view state (set by the browser, saved with the notebook) ----------------------------
@@ -115,6 +127,8 @@ class WidgetTraits(anywidget.AnyWidget):
     percentile = t.Float(None, allow_none=True, help="Colour scale limit: this percentile of |map| (None: the "
                          "largest value); in (0, 100].").tag(sync=True)
     selected = t.Int(0, help="The class tab shown (an index into classes).").tag(sync=True)
+    show_outputs = t.Bool(True, help="Draw the model's output over the image: a segmenter's mask, a detector's "
+                          "boxes.").tag(sync=True)
     preview_request = t.Dict(help="{x, y, seq}: the mask centre in image pixels; the kernel answers in preview.").tag(sync=True)
 
     @t.validate("mask_size", "stride")
@@ -134,6 +148,29 @@ class WidgetTraits(anywidget.AnyWidget):
     @t.validate("opacity", "noise_level", "ig_baseline")  # (one validator per trait: mask_value's checks this too)
     def _validate_finite(self, proposal: dict) -> Any:
         return _finite(proposal["trait"].name, proposal["value"])
+
+    @t.validate("min_score")
+    def _validate_min_score(self, proposal: dict) -> Any:
+        if not math.isfinite(proposal["value"]):
+            raise t.TraitError(f"min_score={proposal['value']!r} is not allowed; use a finite number")
+        return proposal["value"]
+
+    @t.validate("target_objects")
+    def _validate_target_objects(self, proposal: dict) -> Any:
+        from .targets import check_spec  # (imports the engine's targets; traits stay light to import)
+
+        value = proposal["value"]
+        if value is None:
+            return None
+        kind = getattr(getattr(self, "_structure", None), "kind", "classification")
+        if kind == "classification":
+            raise t.TraitError("target_objects: this model is a classifier; use targets (class indices) instead")
+        if not value:
+            raise t.TraitError("target_objects=[] is not allowed; use None (the default targets) or a non-empty list")
+        try:
+            return [check_spec(spec, kind) for spec in value]
+        except (ValueError, TypeError) as exc:
+            raise t.TraitError(str(exc)) from None
 
     @t.validate("percentile")
     def _validate_percentile(self, proposal: dict) -> Any:
