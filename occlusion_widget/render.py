@@ -124,7 +124,8 @@ def figure(result: MapResult, cmap: str = "RdBu_r", alpha: float = 0.6, max_colu
     score_name = "p" if result.params.output == "probability" else "score"
     signed = is_signed(result)
     clipped = percentile is not None and percentile < 100
-    bar_label = caption(result) + (f"\n(clipped at the {_ordinal(percentile)} percentile)" if clipped else "")
+    clip_note = f"\n(clipped at the {_ordinal(percentile)} percentile)" if clipped and percentile is not None else ""
+    bar_label = caption(result) + clip_note
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.set_axis_off()

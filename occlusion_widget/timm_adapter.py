@@ -21,12 +21,12 @@ _INSTALL = "pip install 'occlusion-widget[timm]'"
 
 #: timm's interpolation names -> PIL resampling filters (what torchvision's Resize uses on a PIL image).
 _PIL_INTERPOLATION = {
-    "nearest": Image.NEAREST,
-    "bilinear": Image.BILINEAR,
-    "bicubic": Image.BICUBIC,
-    "lanczos": Image.LANCZOS,
-    "box": Image.BOX,
-    "hamming": Image.HAMMING,
+    "nearest": int(Image.Resampling.NEAREST),
+    "bilinear": int(Image.Resampling.BILINEAR),
+    "bicubic": int(Image.Resampling.BICUBIC),
+    "lanczos": int(Image.Resampling.LANCZOS),
+    "box": int(Image.Resampling.BOX),
+    "hamming": int(Image.Resampling.HAMMING),
 }
 
 

@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import CountingModule, LinearScore, small_cnn
 from torch import nn
 
 from occlusion_widget.engine.drilldown import drilldown_sensitivity, map_agreement
 from occlusion_widget.engine.sweep import occlusion_sensitivity
 from occlusion_widget.models import Normalize
-from helpers import CountingModule, LinearScore, small_cnn
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -94,7 +94,6 @@ def test_a_result_draws_itself_once_the_package_is_imported():
     render registers the renderer; with none registered ``_repr_png_`` is None (text repr)."""
     import numpy as np
     import torch
-
     from conftest import tiny_model
 
     from occlusion_widget import occlusion_sensitivity

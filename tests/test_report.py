@@ -69,7 +69,8 @@ def test_quantised_maps_round_trip():
     values = np.random.default_rng(0).normal(0, 0.2, 1000).astype("<f4")
     values[7] = np.nan
     q = _quantise(values.tobytes())
-    import base64, zlib
+    import base64
+    import zlib
 
     codes = np.frombuffer(zlib.decompress(base64.b64decode(q["$f32q"])), dtype="<u2")
     back = np.where(codes == 65535, np.nan, q["lo"] + codes * (q["hi"] - q["lo"]) / 65534)

@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers import small_cnn
 from torch import nn
 
 from occlusion_widget import occlusion_sensitivity
 from occlusion_widget.engine.model_state import prepared_module
-from helpers import small_cnn
 
 
 class Net(nn.Module):
@@ -117,7 +117,7 @@ def test_prepared_module_returns_the_module_itself_when_nothing_changes():
     assert view is not model and not any(m.training for m in view.modules())
     assert all(m.training for m in model.modules())
     # The view shares the weights: training the user's model shows in the next view, and in this one.
-    assert all(a is b for a, b in zip(view.parameters(), model.parameters()))
+    assert all(a is b for a, b in zip(view.parameters(), model.parameters(), strict=True))
     with torch.no_grad():
         model[0].weight.add_(1.0)
     x = torch.rand(2, 3, 8, 8)

@@ -11,7 +11,11 @@ from torch import nn
 
 from occlusion_widget import occlusion_sensitivity
 from occlusion_widget.engine.targets import (
-    DetectionTarget, SegmentationTarget, default_targets, explain_targets, targets_output,
+    DetectionTarget,
+    SegmentationTarget,
+    default_targets,
+    explain_targets,
+    targets_output,
 )
 from occlusion_widget.engine.targets_adapters import DetectorModule
 from occlusion_widget.engine.targets_demo import load_demo_models, pointing_game, synthetic_scene
@@ -204,7 +208,7 @@ def test_detector_module_batches_like_single_images():
         batched = DetectorModule(det, max_batch=2)(images)
         single = [det([im])[0] for im in images]
     assert len(batched) == 3
-    for b, s in zip(batched, single):
+    for b, s in zip(batched, single, strict=True):
         np.testing.assert_allclose(b["scores"].numpy(), s["scores"].numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(b["boxes"].numpy(), s["boxes"].numpy(), rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="max_batch=0"):
@@ -257,12 +261,12 @@ def test_pointing_game_on_the_demo_models():
             dets = det(image[None])[0]
         targets = default_targets([dets], min_score=0.5)
         found = explain_targets(det, image, targets, **kw)
-        for t, m in zip(targets, found.maps):  # each detection against the true object it found
+        for t, m in zip(targets, found.maps, strict=True):  # each detection against the true object it found
             iou = torchvision.ops.box_iou(t.box[None], boxes)[0]
             assert float(iou.max()) >= 0.5 and int(labels[iou.argmax()]) == t.label
             hits["det"].extend(pointing_game(m[None], evidence[int(iou.argmax())][None]))
         res = explain_targets(seg, image, [SegmentationTarget(int(lab), box.tolist())
-                                           for box, lab in zip(boxes, labels)], **kw)
+                                           for box, lab in zip(boxes, labels, strict=True)], **kw)
         hits["seg"].extend(pointing_game(res.maps, evidence))
         disks = labels.numpy() == 2
         below = boxes.numpy().copy()

@@ -13,7 +13,6 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from os import PathLike
-from typing import Union
 
 import numpy as np
 import torch
@@ -24,11 +23,14 @@ from .images import load_image
 
 __all__ = ["ImageClassifier", "ImageLike", "Normalize", "RawModuleNotice", "as_classifier", "to_unit_tensor"]
 
-ImageLike = Union[Image.Image, np.ndarray, str, PathLike, torch.Tensor]
+ImageLike = Image.Image | np.ndarray | str | PathLike | torch.Tensor
 
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, as the first layer of a wrapped network."""
+
+    mean: torch.Tensor  # buffers (1, C, 1, 1), registered in __init__
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -98,7 +100,7 @@ class ImageClassifier:
         input_size: tuple[int, int] = (224, 224),
         labels: Sequence[str] | None = None,
         resize_size: int | None = None,
-        interpolation: int = Image.BICUBIC,
+        interpolation: int = int(Image.Resampling.BICUBIC),
         name: str = "model",
     ):
         if not isinstance(module, nn.Module):
@@ -156,7 +158,7 @@ class ImageClassifier:
         finally:
             self.module.train(was_training)
         values, indices = probs.topk(min(k, probs.numel()))
-        return [(int(i), self.label(int(i)), float(v)) for v, i in zip(values, indices)]
+        return [(int(i), self.label(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
 
     def label(self, index: int) -> str:
         if self.labels and 0 <= index < len(self.labels):

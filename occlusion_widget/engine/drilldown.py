@@ -14,9 +14,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from numbers import Integral, Real
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 from torch import nn
@@ -167,7 +167,7 @@ def map_agreement(approx: OcclusionResult | np.ndarray, exact: OcclusionResult |
     e = e.reshape(-1, e.shape[-2] * e.shape[-1]) if e.ndim > 1 else e[None]
     pearson, overlap, iou = [], [], []
     n = max(1, int(round(top * a.shape[1])))
-    for av, ev in zip(a.astype(np.float64), e.astype(np.float64)):
+    for av, ev in zip(a.astype(np.float64), e.astype(np.float64), strict=True):
         sa, se = av.std(), ev.std()
         pearson.append(float(((av - av.mean()) * (ev - ev.mean())).mean() / (sa * se)) if sa > 0 and se > 0
                        else float(np.allclose(av, ev)))

@@ -11,7 +11,7 @@ with the same weights and leaves the user's one as it was.
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

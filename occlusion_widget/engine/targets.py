@@ -16,13 +16,15 @@ with ``boxes``/``labels``/``scores``), or any function from the raw output to on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Callable, Sequence, Union
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.ops import box_iou
 
 from .targets_adapters import Detections, adapt_output, output_kind
@@ -32,7 +34,7 @@ __all__ = [
     "adapt_output", "default_targets", "explain_targets", "targets_output",
 ]
 
-Box = Union[Sequence[float], np.ndarray, torch.Tensor]
+Box = Sequence[float] | np.ndarray | torch.Tensor
 Adapter = Callable[[object], object]
 
 
@@ -65,7 +67,7 @@ class Target:
         """False while the target still needs the unoccluded output (``prepare``)."""
         return True
 
-    def prepare(self, base_output: object) -> "Target":
+    def prepare(self, base_output: object) -> Target:
         """Read what the target needs from the unoccluded output (a batch of one); returns self."""
         return self
 
@@ -98,6 +100,10 @@ class SegmentationTarget(Target):
     """
 
     kind = "segmentation"
+    label: int
+    output: str
+    region: str | None  # "predicted", "mask", "box" or None (the whole output)
+    image_size: tuple[int, int] | None
 
     def __init__(self, label: int, region: object = "predicted", *, output: str = "probability",
                  name: str | None = None, image_size: tuple[int, int] | None = None) -> None:
@@ -132,7 +138,7 @@ class SegmentationTarget(Target):
     def prepared(self) -> bool:
         return self.region != "predicted" or self._mask is not None
 
-    def prepare(self, base_output: object) -> "SegmentationTarget":
+    def prepare(self, base_output: object) -> SegmentationTarget:
         """Fix the predicted region: pixels whose argmax over classes is ``label`` on the unoccluded input.
 
         Raises ``ValueError`` when the model assigns no pixel to ``label`` (the mean would be undefined).
@@ -164,6 +170,7 @@ class SegmentationTarget(Target):
         if self.region is None:
             weights = torch.ones(h, w)
         elif self.region == "box":
+            assert self._box is not None  # set with region "box"
             box = self._box.clone()
             if self.image_size is not None:
                 box = box * torch.tensor([w / self.image_size[1], h / self.image_size[0]] * 2, dtype=box.dtype)
@@ -188,11 +195,13 @@ class SegmentationTarget(Target):
         """(N,) the region's mean probability (or logit) of ``label``, for the N inputs of ``output``."""
         scores = self._scores(output).float()
         per_pixel = scores.softmax(dim=1)[:, self.label] if self.output == "probability" else scores[:, self.label]
-        return (per_pixel * self.weights(tuple(scores.shape[2:]), scores.device)).sum(dim=(1, 2))
+        return (per_pixel * self.weights((scores.shape[2], scores.shape[3]), scores.device)).sum(dim=(1, 2))
 
     def __repr__(self) -> str:
-        region = {"mask": "<mask>", "box": None}.get(self.region, self.region)
+        shown: dict[str | None, object] = {"mask": "<mask>", "box": None}
+        region = shown.get(self.region, self.region)
         if self.region == "box":
+            assert self._box is not None  # set with region "box"
             region = tuple(round(v, 1) for v in self._box.tolist())
         return f"SegmentationTarget(label={self.label}, region={region!r}, output={self.output!r})"
 
@@ -228,6 +237,10 @@ class DetectionTarget(Target):
 
     kind = "detection"
     SCORES = ("drise", "box_score")
+    box: torch.Tensor
+    label: int
+    iou_threshold: float
+    score: str
 
     def __init__(self, box: Box, label: int, iou_threshold: float = 0.5, score: str = "drise",
                  *, name: str | None = None) -> None:
@@ -292,7 +305,7 @@ class TargetsOutput:
         Each target's ``name``, for the result's labels.
     """
 
-    def __init__(self, targets: Sequence[Target], adapter: Adapter | None = None) -> None:
+    def __init__(self, targets: Sequence[Target] | Target, adapter: Adapter | None = None) -> None:
         if isinstance(targets, Target):
             targets = [targets]
         targets = list(targets) if isinstance(targets, (list, tuple)) else targets
@@ -310,10 +323,10 @@ class TargetsOutput:
         self.labels = [t.name for t in targets]
         self.__name__ = f"{len(targets)} {self.kind} target{'s' * (len(targets) != 1)}"
 
-    def _adapt(self, raw: object) -> object:
+    def _adapt(self, raw: object) -> torch.Tensor | list[Detections]:
         return adapt_output(self.adapter(raw) if self.adapter is not None else raw, self.kind)
 
-    def prepare(self, base_output: object) -> "TargetsOutput":
+    def prepare(self, base_output: object) -> TargetsOutput:
         """Prepare every unprepared target from the raw output of the unoccluded input; returns self."""
         adapted = self._adapt(base_output)
         for t in self.targets:
@@ -332,7 +345,9 @@ class TargetsOutput:
                 if not t.prepared:
                     t.prepare(adapted)
         if self.kind == "detection":
-            return detection_scores(self.targets, adapted)  # one IoU matrix per input for all K
+            # kind "detection": every target is a DetectionTarget and ``adapted`` a list of Detections
+            dets = cast("list[DetectionTarget]", self.targets)
+            return detection_scores(dets, cast("list[Detections]", adapted))  # one IoU matrix per input for all K
         return torch.stack([t(adapted) for t in self.targets], dim=1)
 
 
@@ -410,7 +425,7 @@ def default_targets(model_output: object, kind: str = "auto", min_score: float =
     found: list[_Found] = []
     if kind == "detection":
         det = adapted[0]
-        for b, lab, s in zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist()):
+        for b, lab, s in zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist(), strict=True):
             if s >= min_score:
                 name = f"{cat(int(lab))} {s:.2f} ({', '.join(str(int(round(v))) for v in b)})"
                 found.append(_Found(s, DetectionTarget(b, int(lab), iou_threshold, score, name=name)))
@@ -425,9 +440,9 @@ def default_targets(model_output: object, kind: str = "auto", min_score: float =
     return [f.target for f in found[:top_k]]
 
 
-def explain_targets(model: object, image: torch.Tensor, targets: Sequence[Target] | None = None, *,
+def explain_targets(model: nn.Module, image: torch.Tensor, targets: Sequence[Target] | None = None, *,
                     kind: str = "auto", adapter: Adapter | None = None, min_score: float = 0.5,
-                    top_k: int | None = None, categories: Sequence[str] | None = None, **sweep: object):
+                    top_k: int | None = None, categories: Sequence[str] | None = None, **sweep: Any):
     """Occlusion maps of every target (default: everything the model finds) from ONE sweep.
 
     Parameters

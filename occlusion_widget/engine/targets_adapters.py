@@ -9,7 +9,7 @@ Two forms are understood (everything else goes through a user's adapter function
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import torch
 from torch import nn
@@ -71,6 +71,14 @@ def _one_detection_set(o: object, i: int) -> Detections:
         raise ValueError(f"detections[{i}]: expected boxes (D, 4), labels (D,), scores (D,); got "
                          f"{tuple(boxes.shape)}, {tuple(labels.shape)}, {tuple(scores.shape)}")
     return Detections(boxes, labels, scores)
+
+
+@overload
+def adapt_output(out: object, kind: Literal["segmentation"]) -> torch.Tensor: ...
+@overload
+def adapt_output(out: object, kind: Literal["detection"]) -> list[Detections]: ...
+@overload
+def adapt_output(out: object, kind: str) -> torch.Tensor | list[Detections]: ...
 
 
 def adapt_output(out: object, kind: str) -> torch.Tensor | list[Detections]:

@@ -48,7 +48,8 @@ def synthetic_scene(rng: np.random.Generator, size: int = SIZE, shadow: bool = T
         else:
             ring = np.abs(np.hypot(xx - cx, yy - cy) - s / 2) < 1.0
         img[:, ring] = colour
-    boxes, labels = [], []
+    boxes: list[list[float]] = []
+    labels: list[int] = []
     for _ in range(rng.integers(1, 4)):
         s = rng.uniform(12, 22)
         for _try in range(20):  # place without overlapping earlier objects (boxes grown by 3 px)
@@ -158,7 +159,7 @@ def load_demo_models() -> tuple[TinySegmenter, TinyDetector]:
 def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Per map (K, H, W): whether its peak (largest value) lies inside its box (K, 4) xyxy in pixels."""
     hits = []
-    for m, (x0, y0, x1, y1) in zip(maps, boxes):
+    for m, (x0, y0, x1, y1) in zip(maps, boxes, strict=True):
         r, c = np.unravel_index(int(np.nanargmax(m)), m.shape)
         hits.append(bool(x0 <= c + 0.5 <= x1 and y0 <= r + 0.5 <= y1))
     return np.array(hits)

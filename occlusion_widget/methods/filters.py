@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Callable, Optional, Sequence
+from typing import Optional, cast
 
 import numpy as np
 import torch
@@ -82,8 +83,8 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def _number(value: object, name: str, low: float = 0.0, high: float = np.inf, allow_low: bool = True) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(float(value))
-    if not ok or not (low <= float(value) <= high) or (not allow_low and float(value) == low):
+    if (not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(float(value))
+            or not (low <= float(value) <= high) or (not allow_low and float(value) == low)):
         rel = ">=" if allow_low else ">"
         bound = f" and <= {high}" if np.isfinite(high) else ""
         raise ValueError(f"{name}={value!r} is not allowed; use a number {rel} {low}{bound}")
@@ -94,7 +95,7 @@ def _resolve_filters(filters: object, n_channels: int, layer: str) -> np.ndarray
     if filters is None:
         return np.arange(n_channels, dtype=np.int64)
     if isinstance(filters, Integral) and not isinstance(filters, bool):
-        if not 1 <= filters <= n_channels:
+        if not 1 <= int(filters) <= n_channels:
             raise ValueError(f"filters={filters!r} is not allowed; layer={layer!r} has {n_channels} channels, "
                              f"use 1..{n_channels} (the first N), a list of indices, or None (all)")
         return np.arange(int(filters), dtype=np.int64)
@@ -112,10 +113,10 @@ def _resolve_filters(filters: object, n_channels: int, layer: str) -> np.ndarray
 def _size(size: object, default: tuple[int, int]) -> tuple[int, int]:
     if size is None:
         return default
-    if isinstance(size, Integral) and not isinstance(size, bool) and size >= 1:
+    if isinstance(size, Integral) and not isinstance(size, bool) and int(size) >= 1:
         return int(size), int(size)
     if (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in size)):
+            and all(isinstance(s, Integral) and not isinstance(s, bool) and int(s) >= 1 for s in size)):
         return int(size[0]), int(size[1])
     raise ValueError(f"size={size!r} is not allowed; use None (the model's input size), N or (H, W) in pixels")
 
@@ -315,7 +316,7 @@ def _channels(module: torch.nn.Module, layer: str, captured: list, x0: torch.Ten
         _forward_to_layer(module, x0[None])
     if not captured:
         raise ValueError(f"layer={layer!r} was not called in the forward pass, or gives no tensor")
-    return resolve_layout(module, layer, captured[0].shape, tuple(x0.shape[-2:]))
+    return resolve_layout(module, layer, captured[0].shape, cast("tuple[int, int]", tuple(x0.shape[-2:])))
 
 
 def _objective(module: torch.nn.Module, reshape, captured: list, channels: torch.Tensor):

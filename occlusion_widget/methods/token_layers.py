@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -208,7 +209,7 @@ def reshape_transform(model: ImageClassifier | nn.Module, layer: str | None = No
         handle.remove()
     if not captured or not isinstance(captured[-1], torch.Tensor):
         raise ValueError(f"layer={name!r} was not called in the forward pass, or gives no tensor")
-    return resolve_layout(classifier.module, name, captured[-1].shape, tuple(x.shape[-2:]))
+    return resolve_layout(classifier.module, name, captured[-1].shape, cast("tuple[int, int]", tuple(x.shape[-2:])))
 
 
 def grad_cam_tokens(
@@ -273,7 +274,7 @@ def grad_cam_tokens(
         if not captured:
             raise ValueError(f"layer={name!r} was not called in the forward pass, or gives no tensor")
         raw = captured[0]
-        fn = reshape or resolve_layout(p.module, name, raw.shape, tuple(p.x.shape[-2:]))
+        fn = reshape or resolve_layout(p.module, name, raw.shape, cast("tuple[int, int]", tuple(p.x.shape[-2:])))
         act = fn(raw.detach()).float()
         if act.ndim != 4:
             raise ValueError(f"reshape: gave {tuple(act.shape)} for layer={name!r}; it must give (N, C, h, w)")
@@ -287,12 +288,13 @@ def grad_cam_tokens(
         cams = np.zeros((k_total, *act.shape[2:]), dtype=np.float32)
         weights = np.zeros((k_total, act.shape[1]), dtype=np.float32)
         params = AttributionParams("grad_cam", output_name, upsampling, layer=name, device=str(p.device))
-        upsample_maps(cams[:1], p.x.shape[1:], upsampling)  # validate upsampling before the backward passes
+        size = cast("tuple[int, int]", p.x.shape[1:])  # (H, W) of the (C, H, W) input
+        upsample_maps(cams[:1], size, upsampling)  # validate upsampling before the backward passes
 
         def result(done: int) -> AttributionResult:
             base = scores[0].detach()[torch.as_tensor(target_idx, device=scores.device)].float().cpu().numpy()
             return AttributionResult(
-                method="grad_cam", grid=cams.copy(), maps=upsample_maps(cams, p.x.shape[1:], upsampling),
+                method="grad_cam", grid=cams.copy(), maps=upsample_maps(cams, size, upsampling),
                 base_scores=base, targets=target_idx, labels=labels_for(p.classifier, target_idx), params=params,
                 image=p.x.detach().cpu().numpy(), complete=done == k_total, n_forward=1,
                 elapsed_s=time.perf_counter() - start,
