@@ -210,6 +210,8 @@ class OcclusionWidget(WidgetTraits):
         """
         if force:
             self._controller.cache.clear()
+        if self._structure.error:  # the model raised on the clean image: look again (it may be fixed)
+            structured.refresh(self)
         self._controller.request(_params.compute_plan(self, self._source))
 
     def computed_results(self) -> dict[str, OcclusionResult | AttributionResult]:
@@ -324,14 +326,11 @@ class OcclusionWidget(WidgetTraits):
 
     def _source_changed(self) -> None:
         x = self._source.x
-        structure = self._structure = structured.inspect(self._source)
         ready, self._ready = self._ready, False  # one recompute below, not one per trait
         if self.target_objects is not None and self._shown_source is not None \
                 and self._shown_source is not self._source:
             self.target_objects = None  # boxes and regions of another image or model
-        self.set_trait("output_kind", structure.kind)
-        for name, value in structured.structure_traits(structure).items():
-            setattr(self, name, value)
+        structured.refresh(self)
         self._ready, self._shown_source = ready, self._source
         self.image_png = to_png(x.cpu().numpy())
         self.model_name = self._source.classifier.name

@@ -24,8 +24,19 @@ def structure_traits(structure: Structure) -> dict[str, Any]:
 
 
 def inspect(source: Any) -> Structure:
-    """The :class:`Structure` of ``source``'s model on its image (one forward pass)."""
-    return inspect_output(source.classifier.module, source.x, source.classifier.labels)
+    """The :class:`Structure` of ``source``'s model on its image (one forward pass). A model that raises
+    gets a classifier's structure with ``error`` set (the sweep then shows the model's error)."""
+    try:
+        return inspect_output(source.classifier.module, source.x, source.classifier.labels)
+    except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; the sweep reports it
+        return Structure(error=f"{type(exc).__name__}: {exc}")
+
+
+def refresh(widget: Any) -> None:
+    """Inspect the widget's model on its image again and publish ``output_kind``, ``detections``, ``segmentation``."""
+    structure = widget._structure = inspect(widget._source)
+    for name, value in structure_traits(structure).items():
+        setattr(widget, name, value)
 
 
 def split_targets(targets: Any) -> tuple[list[int] | None, list[dict] | None]:

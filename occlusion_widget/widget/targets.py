@@ -64,6 +64,7 @@ class Structure:
     detections: list[dict] = field(default_factory=list)
     mask: np.ndarray | None = None
     legend: list[dict] = field(default_factory=list)
+    error: str = ""  # the model raised on the clean image: the sweep reports it; inspected again on recompute
 
 
 def _detections(raw: object, categories: Sequence[str] | None) -> list[dict]:
