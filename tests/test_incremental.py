@@ -197,7 +197,7 @@ def test_exact_with_dense_switch_at_a_global_gate():
     torch.manual_seed(2)
     ev = _assert_exact(SqueezeExcite().eval(), 24, 5, 3)
     plans = ev.plan(np.array([[0, 0, 5, 5]]))
-    modes = {info.node.name: p.mode for info, p in zip(ev.infos, plans)}
+    modes = {info.node.name: p.mode for info, p in zip(ev.infos, plans, strict=True)}
     assert modes["c1"] == "patch" and modes["c2"] == "dense"
 
 

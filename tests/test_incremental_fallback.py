@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torch import nn
 from test_incremental import TOL, TOL_MAP, Zoo, _assert_exact, _calibrate, _reference, _wrap
+from torch import nn
 
 from occlusion_widget.engine.incremental import (
-    AUTO_MAX_COST_RATIO, AUTO_MIN_MACS, IncrementalEvaluator, UnsupportedModel, make_incremental_score, supports,
+    AUTO_MAX_COST_RATIO,
+    AUTO_MIN_MACS,
+    IncrementalEvaluator,
+    UnsupportedModel,
+    graph,
+    make_incremental_score,
+    supports,
 )
-from occlusion_widget.engine.incremental import graph
 from occlusion_widget.engine.sweep import _occlude, occlusion_sensitivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")

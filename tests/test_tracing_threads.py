@@ -147,13 +147,13 @@ def test_two_sweeps_on_an_untraced_model_in_two_threads():
         results: list = [None, None]
         errors: list[BaseException] = []
 
-        def run(i: int) -> None:
+        def run(i: int, model: nn.Module, results: list, errors: list[BaseException]) -> None:
             try:
                 results[i] = _sweep(model, x)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        threads = [threading.Thread(target=run, args=(i, model, results, errors)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:

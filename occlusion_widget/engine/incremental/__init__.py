@@ -13,8 +13,8 @@ network torch.fx can trace; :func:`make_incremental_score` is what the sweep cal
 ``strategy``   "auto" / "full" / "incremental".
 """
 
-from .evaluator import IncrementalEvaluator, supports
 from .boxes import DENSE_FRACTION, FlopCount
+from .evaluator import IncrementalEvaluator, supports
 from .graph import TRACE_LOCK, UnsupportedModel
 from .strategy import AUTO_MAX_COST_RATIO, AUTO_MIN_MACS, STRATEGIES, make_incremental_score
 

@@ -10,8 +10,9 @@ size for the batch, one origin per position), or the switch to dense compute.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -107,6 +108,7 @@ def propagate(infos: list[NodeInfo], boxes: np.ndarray, dense_fraction: float = 
             return Plan(f.mode, box)
         geom = crop_geometry(box, hw, f.size if f is not None else None)
         if geom is None and f is not None:  # nothing dirty in this batch: keep the fixed shape
+            assert f.size is not None  # a fixed "patch" plan has its crop size
             geom = (np.tile(np.array(hw) - np.array(f.size), (n, 1)), f.size)
         if geom is None:
             return Plan("clean", box)
@@ -130,8 +132,10 @@ def propagate(infos: list[NodeInfo], boxes: np.ndarray, dense_fraction: float = 
             continue
         hw = info.hw
         if kind == "window":
+            assert ins[0].box is not None and info.window is not None  # a local input, a conv/pool node
             box = window_boxes(ins[0].box, info.window, hw)
         elif kind == "pad":
+            assert ins[0].box is not None  # a local input
             shift = np.array([info.pad[0], info.pad[1]] * 2, dtype=np.int64)
             box = normalize_boxes(ins[0].box + shift)
         else:  # pointwise, cat
@@ -161,7 +165,9 @@ def propagate(infos: list[NodeInfo], boxes: np.ndarray, dense_fraction: float = 
 
 def _same_region(patches: list[Plan]) -> bool:
     first = patches[0]
-    return all(p.size == first.size and np.array_equal(p.origin, first.origin) for p in patches[1:])
+    # "patch" plans always have an origin
+    return all(p.size == first.size and np.array_equal(cast(np.ndarray, p.origin), cast(np.ndarray, first.origin))
+               for p in patches[1:])
 
 
 def fixed_plans(infos: list[NodeInfo], all_boxes: np.ndarray, dense_fraction: float = DENSE_FRACTION) -> dict[int, Plan]:
@@ -178,21 +184,25 @@ class FlopCount:
     executed: int
     ideal: int
 
-    def __add__(self, other: "FlopCount") -> "FlopCount":
+    def __add__(self, other: FlopCount) -> FlopCount:
         return FlopCount(self.full + other.full, self.executed + other.executed, self.ideal + other.ideal)
 
 
 def count_flops(infos: list[NodeInfo], plans: list[Plan], n: int) -> FlopCount:
     """Full recompute vs what the plans execute (common crops) vs the exact dirty regions, for n positions."""
     full = executed = ideal = 0
-    for info, plan in zip(infos, plans):
+    for info, plan in zip(infos, plans, strict=True):
         if not info.macs:
             continue
         per_pos = info.macs * info.pixels
         full += n * per_pos
         if plan.mode == "clean":
             continue
-        executed += n * (info.macs * plan.size[0] * plan.size[1] if plan.mode == "patch" else per_pos)
+        if plan.mode == "patch":
+            assert plan.size is not None  # a "patch" plan has its crop size
+            executed += n * (info.macs * plan.size[0] * plan.size[1])
+        else:
+            executed += n * per_pos
         if plan.box is not None and info.kind == "window":
             ideal += info.macs * int(box_area(plan.box).sum())
         else:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import builtins
 import operator
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,8 +36,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .nodes import NodeInfo, UnsupportedModel, Window
-
+from .nodes import NodeInfo, UnsupportedModel, Window, submodule
 
 # ----------------------------------------------------------------------------------------------
 # Op tables
@@ -120,7 +120,8 @@ def _classify(info: NodeInfo, infos: list[NodeInfo], clean: list, gm: fx.GraphMo
     elif _pad_amounts(info, gm) is not None:
         top, bottom, left, right = _pad_amounts(info, gm)  # type: ignore[misc]
         src = clean[local_inputs[0]]
-        if min(top, bottom, left, right) < 0 or tuple(value.shape[-2:]) != (src.shape[-2] + top + bottom, src.shape[-1] + left + right):
+        if (min(top, bottom, left, right) < 0
+                or tuple(value.shape[-2:]) != (src.shape[-2] + top + bottom, src.shape[-1] + left + right)):
             raise UnsupportedModel(f"{info.describe()}: negative or non-spatial padding before the dense switch")
         info.kind, info.pad, info.local = "pad", (top, left), True
     elif _is_known_dense(info):
@@ -142,7 +143,7 @@ def _is_shape_query(node: fx.Node) -> bool:
 def _is_pointwise(info: NodeInfo, gm: fx.GraphModule) -> bool:
     node = info.node
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node)
         if isinstance(mod, _BATCHNORMS):
             if mod.training or not mod.track_running_stats or mod.running_mean is None:
                 raise UnsupportedModel(f"{info.describe()} uses batch statistics (training mode)")
@@ -213,7 +214,7 @@ def _map(value: Any, clean: list, index: dict) -> Any:
 def _window_kind(info: NodeInfo, gm: fx.GraphModule) -> str | None:
     node = info.node
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node)
         if type(mod) is nn.Conv2d:
             return "conv"
         if type(mod) is nn.MaxPool2d:
@@ -222,7 +223,8 @@ def _window_kind(info: NodeInfo, gm: fx.GraphModule) -> str | None:
             return "avg"
         return None
     if node.op == "call_function":
-        return {F.conv2d: "conv", F.max_pool2d: "max", F.avg_pool2d: "avg"}.get(node.target)
+        kinds: dict[object, str] = {F.conv2d: "conv", F.max_pool2d: "max", F.avg_pool2d: "avg"}
+        return kinds.get(node.target)
     return None
 
 
@@ -234,7 +236,7 @@ def _pair(v: Any) -> tuple[int, int]:
 
 def _bind(names: Sequence[str], defaults: dict, args: tuple, kwargs: dict) -> dict:
     out = dict(defaults)
-    out.update(zip(names, args))
+    out.update(zip(names, args, strict=False))
     out.update(kwargs)
     return out
 
@@ -244,8 +246,9 @@ def _window(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict, infos:
     src = next(j for j in info.inputs if infos[j].dep)
     in_hw, out_hw = tuple(clean[src].shape[-2:]), tuple(clean[info.index].shape[-2:])
     desc = info.describe()
+    p: dict[str, Any]
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node)
         if kind == "conv":
             p = dict(weight=mod.weight, bias=mod.bias, stride=mod.stride, padding=mod.padding,
                      dilation=mod.dilation, groups=mod.groups)
@@ -273,16 +276,17 @@ def _window(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict, infos:
                       dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None), a, kw)
     if kind == "conv":
         weight, bias, groups = p["weight"], p["bias"], p["groups"]
-        kernel = tuple(weight.shape[-2:])
+        kernel = (weight.shape[-2], weight.shape[-1])
         stride, dilation = _pair(p["stride"]), _pair(p["dilation"])
         if isinstance(p["padding"], str):
             if p["padding"] == "valid":
                 before = (0, 0)
             else:  # "same": PyTorch puts the extra pixel at the end
-                before = tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation))
+                before = ((dilation[0] * (kernel[0] - 1)) // 2, (dilation[1] * (kernel[1] - 1)) // 2)
         else:
             before = _pair(p["padding"])
         pad_value = 0.0
+        run: Callable[[torch.Tensor], torch.Tensor]
 
         def run(patch, w=weight, b=bias, s=stride, d=dilation, g=groups):
             return F.conv2d(patch, w, b, s, 0, d, g)
@@ -311,16 +315,16 @@ def _window(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict, infos:
         if kind == "avg" and extra > before[ax] and p["divisor_override"] is None:
             raise UnsupportedModel(f"{desc}: ceil_mode windows past the padding are not supported")
         after.append(extra)
-    return Window(tuple(kernel), tuple(stride), tuple(dilation), tuple(before), tuple(after), pad_value, run)
+    return Window(kernel, stride, dilation, before, (after[0], after[1]), pad_value, run)
 
 
 def _pad_amounts(info: NodeInfo, gm: fx.GraphModule) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right) of a constant pad node, else None."""
     node = info.node
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node)
         if type(mod) in (nn.ZeroPad2d, nn.ConstantPad2d):
-            left, right, top, bottom = mod.padding
+            left, right, top, bottom = cast("nn.ZeroPad2d | nn.ConstantPad2d", mod).padding
             return top, bottom, left, right
         return None
     if node.op == "call_function" and node.target is F.pad:
@@ -336,11 +340,11 @@ def _pad_amounts(info: NodeInfo, gm: fx.GraphModule) -> tuple[int, int, int, int
 
 def _count_macs(info: NodeInfo, gm: fx.GraphModule, clean: list, index: dict) -> None:
     node = info.node
-    mod = gm.get_submodule(node.target) if node.op == "call_module" else None
+    mod = submodule(gm, node) if node.op == "call_module" else None
     shape = info.shape or (1,)
     if isinstance(mod, nn.Conv2d) or (node.op == "call_function" and node.target is F.conv2d):
-        weight = mod.weight if mod is not None else _map(info.args[1], clean, index)
+        weight = mod.weight if isinstance(mod, nn.Conv2d) else _map(info.args[1], clean, index)
         info.macs, info.pixels = int(weight.numel()), int(np.prod(shape[-2:]))
     elif isinstance(mod, nn.Linear) or (node.op == "call_function" and node.target is F.linear):
-        weight = mod.weight if mod is not None else _map(info.args[1], clean, index)
+        weight = mod.weight if isinstance(mod, nn.Linear) else _map(info.args[1], clean, index)
         info.macs, info.pixels = int(weight.numel()), int(np.prod(shape[1:-1])) if len(shape) > 2 else 1

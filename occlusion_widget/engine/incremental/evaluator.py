@@ -80,7 +80,7 @@ class IncrementalEvaluator:
     @classmethod
     def build(cls, module: nn.Module, x: torch.Tensor, fill: torch.Tensor, *,
               dense_fraction: float = DENSE_FRACTION, autocast_dtype: torch.dtype | None = None,
-              check: bool = True, fold_bn: bool = True) -> "IncrementalEvaluator":
+              check: bool = True, fold_bn: bool = True) -> IncrementalEvaluator:
         """Trace ``module``, cache its activations on ``x`` (C, H, W).
 
         ``fill`` (C, H, W) holds what an occluded pixel becomes. ``module``
@@ -182,7 +182,7 @@ class IncrementalEvaluator:
     def _execute(self, boxes: np.ndarray, plans: list[Plan]) -> torch.Tensor:
         n = len(boxes)
         vals: list[Any] = [None] * len(self.infos)
-        for info, plan in zip(self.infos, plans):
+        for info, plan in zip(self.infos, plans, strict=True):
             i, kind, mode = info.index, info.kind, plan.mode
             if kind == "output" or mode in ("const", "clean"):
                 continue
@@ -206,6 +206,7 @@ class IncrementalEvaluator:
     def _input(self, boxes: np.ndarray, plan: Plan, info) -> torch.Tensor:
         H, W = self.image_hw
         if plan.mode == "patch":
+            assert plan.origin is not None and plan.size is not None  # a "patch" plan has both
             origin, (h, w) = plan.origin, plan.size
         else:
             origin, (h, w) = np.zeros((len(boxes), 2), dtype=np.int64), (H, W)
@@ -258,6 +259,7 @@ class IncrementalEvaluator:
         px = origin[:, 1, None] + np.arange(w)
         idx = (py * src.width)[:, :, None] + px[:, None, :]
         if crop is not None:
+            assert crop_origin is not None  # given with every crop
             ch, cw = crop.shape[-2:]
             cy = py - crop_origin[:, 0, None]
             cx = px - crop_origin[:, 1, None]
@@ -317,6 +319,7 @@ class IncrementalEvaluator:
 
     def _run_patch(self, info, plan: Plan, plans: list[Plan], vals: list) -> torch.Tensor:
         origin, size = plan.origin, plan.size
+        assert origin is not None and size is not None  # a "patch" plan has both
         hw = info.hw
 
         def region(j, _info):

@@ -13,7 +13,8 @@ import copy
 import inspect
 import threading
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .classify import _BATCHNORMS, _INPLACE_FUNCS, _POINTWISE_METHODS, _classify, _map
-from .nodes import Analysis, NodeInfo, UnsupportedModel, Window
+from .nodes import Analysis, NodeInfo, UnsupportedModel, Window, submodule
 
 __all__ = ["TRACE_LOCK", "Analysis", "NodeInfo", "UnsupportedModel", "Window", "analyze", "fold_batchnorm", "trace"]
 
@@ -30,7 +31,7 @@ __all__ = ["TRACE_LOCK", "Analysis", "NodeInfo", "UnsupportedModel", "Window", "
 # network). TRACE_LOCK serialises our own traces: fx keeps one process-wide
 # patch stack, and two traces at once would restore each other's patches.
 # Forward passes in other threads need no lock (see _ThreadAwareTracer).
-_TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 TRACE_LOCK = threading.Lock()
 
 
@@ -200,19 +201,19 @@ def _fetch_attr(gm: nn.Module, target: str) -> Any:
 def _callable(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> tuple[Callable, tuple, dict, bool]:
     """The node's callable with in-place variants replaced, its args, and whether it was in place."""
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node)
         if getattr(mod, "inplace", False) is True:
-            mod = copy.copy(mod)
-            mod.inplace = False
-            return mod, args, kwargs, True
+            copied: Any = copy.copy(mod)  # a module with an ``inplace`` flag (ReLU, ...)
+            copied.inplace = False
+            return copied, args, kwargs, True
         return mod, args, kwargs, False
     if node.op == "call_method":
-        name = node.target
+        name = cast(str, node.target)  # the method's name
         inplace = name.endswith("_") and not name.startswith("_") and name[:-1] in _POINTWISE_METHODS
         if inplace:
             name = name[:-1]
         return _method(name), args, kwargs, inplace
-    target = node.target
+    target = cast(Callable, node.target)  # call_function: the function itself
     if target in _INPLACE_FUNCS:
         return _INPLACE_FUNCS[target], args, kwargs, True
     if inspect.isfunction(target):
@@ -263,10 +264,12 @@ def fold_batchnorm(analysis: Analysis) -> int:
         conv = infos[index[src]]
         if conv.kind != "window" and conv.kind != "dense":
             continue
-        mod = gm.get_submodule(src.target) if src.op == "call_module" else None
+        mod = submodule(gm, src) if src.op == "call_module" else None
         if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or conv.local != bn.local:
             continue
         m = bn.fn
+        # A batch norm without running statistics (track_running_stats=False) cannot be folded.
+        assert m.running_mean is not None and m.running_var is not None, f"{node.name}: no running statistics"
         scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps) if m.affine else 1 / torch.sqrt(m.running_var + m.eps)
         shift = (m.bias.detach() if m.affine else 0) - m.running_mean * scale
         weight = (mod.weight.detach() * scale.view(-1, 1, 1, 1).to(mod.weight)).contiguous(
@@ -280,7 +283,10 @@ def fold_batchnorm(analysis: Analysis) -> int:
 
         conv.fn = dense
         if conv.window is not None:
-            conv.window.run = lambda patch, w=weight, b=bias, s=s, d=d, g=g: F.conv2d(patch, w, b, s, 0, d, g)
+            def run(patch, w=weight, b=bias, s=s, d=d, g=g):
+                return F.conv2d(patch, w, b, s, 0, d, g)
+
+            conv.window.run = run
         clean[conv.index] = clean[bn.index]
         bn.fn = _identity
         folded += 1

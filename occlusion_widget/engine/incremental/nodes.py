@@ -8,12 +8,19 @@ by the analysis when the network cannot be evaluated incrementally.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.fx as fx
+from torch import nn
+
+
+def submodule(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
+    """The module a ``call_module`` node calls (its target is then the module's qualified name)."""
+    return gm.get_submodule(cast(str, node.target))
 
 
 class UnsupportedModel(Exception):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ AUTO_MAX_COST_RATIO = 0.8
 #: pass: below it, Python overhead per layer (~0.1 ms) outweighs the saving.
 AUTO_MIN_MACS = 50_000_000
 
-Output = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+Output = str | Callable[[torch.Tensor], torch.Tensor]
 ScoreBoxes = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -91,7 +92,7 @@ def make_incremental_score(
     if not explicit:
         if mask_size is None or evaluator.full_macs < AUTO_MIN_MACS:
             return None
-        if evaluator.estimated_cost_ratio(tuple(mask_size)) >= AUTO_MAX_COST_RATIO:
+        if evaluator.estimated_cost_ratio(cast("tuple[int, int]", tuple(mask_size))) >= AUTO_MAX_COST_RATIO:
             return None
     return _with_output(evaluator, output)
 
