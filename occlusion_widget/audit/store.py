@@ -145,9 +145,9 @@ class Store:
         group = zarr.open_group(str(self.root / "arrays.zarr"), mode="a")
         n = len(known)
         if "maps" not in group:
-            group.create_array("maps", shape=(n * slots, h, w), chunks=(1, h, w), dtype="float32",
-                               fill_value=float("nan"))
-            group.create_array("images", shape=(n, h, w, 3), chunks=(1, h, w, 3), dtype="uint8", fill_value=0)
+            create = getattr(group, "create_array", None) or group.create_dataset  # zarr 3, else zarr 2
+            create("maps", shape=(n * slots, h, w), chunks=(1, h, w), dtype="float32", fill_value=float("nan"))
+            create("images", shape=(n, h, w, 3), chunks=(1, h, w, 3), dtype="uint8", fill_value=0)
         elif group["images"].shape[0] < n:
             group["maps"].resize((n * slots, h, w))
             group["images"].resize((n, h, w, 3))
