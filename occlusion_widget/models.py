@@ -1,4 +1,4 @@
-"""Model wrapper, the embedded default model, torchvision adapter and labels.
+"""Model wrapper, the embedded default model, torchvision and timm adapters and labels.
 
 The engine works on [0, 1] RGB pixels: every wrapped module carries its own
 normalisation, so a mask value of 0.5 is mid-grey whatever the network.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import IO, Any, cast
 
 import torch
 from PIL import Image
@@ -24,7 +25,7 @@ from .engine.classifier import (
 )
 from .engine.images import load_image
 
-__all__ = ["ImageClassifier", "Normalize", "RawModuleNotice", "as_classifier", "from_torchvision", "imagenet_labels",
+__all__ = ["ImageClassifier", "Normalize", "RawModuleNotice", "as_classifier", "from_timm", "from_torchvision", "imagenet_labels",
            "load_default_model", "load_image", "sample_image", "to_unit_tensor"]
 
 
@@ -133,12 +134,29 @@ def from_torchvision(name: str, weights: str | None = "DEFAULT", **kwargs) -> Im
         module: nn.Module = DetectorModule(net.eval())
     else:
         module = nn.Sequential(Normalize(mean, std), net).eval()
-    return ImageClassifier(module, (input_size, input_size), labels, resize_size, Image.BILINEAR, name=name)
+    return ImageClassifier(module, (input_size, input_size), labels, resize_size, Image.Resampling.BILINEAR, name=name)
+
+
+def from_timm(name: str, pretrained: bool = True, **kwargs: Any) -> ImageClassifier:
+    """Wrap a timm model with its own preprocessing and, for 1000-class heads, ImageNet class names.
+
+    :func:`occlusion_widget.timm_adapter.from_timm` (see it for the parameters and errors), imported
+    on call: timm is an optional extra (``pip install 'occlusion-widget[timm]'``) and is imported
+    only when this is called.
+
+    Returns
+    -------
+    ImageClassifier
+        ``nn.Sequential(Normalize(mean, std), net)`` in eval mode, taking [0, 1] RGB pixels (N, 3, H, W).
+    """
+    from .timm_adapter import from_timm as _from_timm  # the adapter imports this module: import it late
+
+    return _from_timm(name, pretrained, **kwargs)
 
 
 def sample_image() -> Image.Image:
     """matplotlib's bundled photograph of Grace Hopper (512x600 RGB)."""
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+    with cast(IO[bytes], cbook.get_sample_data("grace_hopper.jpg")) as fh:  # a file object, not an array
         return Image.open(fh).convert("RGB")

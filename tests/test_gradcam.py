@@ -209,3 +209,115 @@ def test_forward_passes_of_other_threads_are_ignored(image):
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(layer_activations(model, image, "4", device="cpu").strength,
                                layer_activations(base, image, "4", device="cpu").strength, rtol=1e-6)
+
+
+# --- token and channels-last layers (transformers) -------------------------------------------------------------
+
+
+def small_vit(image_size: int = 64) -> nn.Module:
+    """torchvision's VisionTransformer class, small: 4x4 patches of 16 px, 2 blocks."""
+    torch.manual_seed(0)
+    net = torchvision.models.VisionTransformer(image_size=image_size, patch_size=16, num_layers=2, num_heads=2,
+                                               hidden_dim=32, mlp_dim=64).eval()
+    nn.init.normal_(net.heads.head.weight, std=0.5)  # torchvision zero-initialises the head: no gradient at all
+    return net
+
+
+def vit_input(size: int = 64) -> torch.Tensor:
+    return torch.rand(3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_grad_cam_on_a_vit_picks_the_last_block_norm_and_equals_grad_cam_tokens():
+    from occlusion_widget.methods.token_layers import TokenReshape, grad_cam_tokens
+
+    net, x = small_vit(), vit_input()
+    res = grad_cam(net, x, top_k=3, device="cpu")
+    assert res.params.layer == "encoder.layers.encoder_layer_1.ln_1"  # not the patch embedding conv_proj
+    assert res.extra["reshape"] == TokenReshape("tokens", 4, 4, prefix=1)
+    assert res.grid.shape == (3, 4, 4) and res.maps.shape == (3, 64, 64)
+    assert res.extra["weights"].shape == (3, 32) and res.extra["activation"].shape == (32, 4, 4)
+    assert res.grid.max() > 0
+    for reshape in (None, res.extra["reshape"]):
+        ref = grad_cam_tokens(net, x, top_k=3, reshape=reshape, device="cpu")
+        np.testing.assert_array_equal(ref.targets, res.targets)
+        np.testing.assert_allclose(res.grid, ref.grid, rtol=1e-5, atol=1e-6 * np.abs(ref.grid).max())
+        np.testing.assert_allclose(res.extra["weights"], ref.extra["weights"], rtol=1e-5,
+                                   atol=1e-6 * np.abs(ref.extra["weights"]).max())
+
+
+def test_grad_cam_default_layer_of_torchvision_vit_b_16():
+    """vit_b_16 itself (12 blocks, 768 channels), at 64 px so that the pass is cheap."""
+    torch.manual_seed(0)
+    net = torchvision.models.vit_b_16(weights=None, image_size=64).eval()
+    res = grad_cam(net, vit_input(), device="cpu")
+    assert res.params.layer == "encoder.layers.encoder_layer_11.ln_1"
+    assert res.grid.shape == (1, 4, 4)
+
+
+def test_grad_cam_on_a_vit_equals_pytorch_grad_cam():
+    """The same comparison as the ResNet one (raw CAM and the package's scaled map), with its ViT recipe."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net, x = small_vit(), vit_input()
+    ours = grad_cam(net, x, top_k=5, device="cpu")
+    k = next(i for i, g in enumerate(ours.grid) if g.max() > 0)  # random weights: ReLU may zero a CAM
+
+    def recipe(t: torch.Tensor) -> torch.Tensor:  # drop the class token, 4x4 patches, channels first
+        return t[:, 1:, :].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+    layer = net.encoder.layers[-1].ln_1
+    with GradCAM(model=net, target_layers=[layer], reshape_transform=recipe) as cam:
+        theirs = cam(input_tensor=x[None], targets=[ClassifierOutputTarget(int(ours.targets[k]))])
+        acts = cam.activations_and_grads.activations[0].numpy()
+        grads = cam.activations_and_grads.gradients[0].numpy()
+        raw = np.maximum(cam.get_cam_image(x[None], layer, None, acts, grads), 0)[0]
+    assert raw.shape == (4, 4) and raw.max() > 0
+    np.testing.assert_allclose(ours.grid[k], raw, rtol=1e-4, atol=1e-4 * raw.max())
+    m = ours.maps[k] - ours.maps[k].min()
+    m = m / m.max()  # the package's min-max scaling (its 1e-7 guard is not negligible on these small CAMs)
+    assert np.abs(m - theirs[0]).max() < 1e-4
+    # Its recipe passed as our reshape_transform: the same CAM.
+    same = grad_cam(net, x, targets=int(ours.targets[k]), reshape_transform=recipe, device="cpu")
+    np.testing.assert_allclose(same.grid[0], ours.grid[k], rtol=1e-5, atol=1e-6 * raw.max())
+
+
+class ChannelsLast(nn.Module):
+    """conv -> (N, h, w, C) -> LayerNorm -> back: a ConvNeXt block's inside, small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv(x).permute(0, 2, 3, 1))  # (N, h, w, C)
+        return self.fc(y.mean(dim=(1, 2)))
+
+
+def test_grad_cam_on_a_channels_last_layer_equals_the_hand_computation():
+    torch.manual_seed(0)
+    model, x = ChannelsLast().eval(), torch.rand(3, 24, 16, generator=torch.Generator().manual_seed(2))
+    res = grad_cam(model, x, targets=[1, 3], layer="norm", device="cpu")
+    assert res.grid.shape == (2, 6, 4)
+    y = model.norm(model.conv(x[None]).permute(0, 2, 3, 1))
+    y.retain_grad()
+    out = model.fc(y.mean(dim=(1, 2)))
+    for k, t in enumerate([1, 3]):
+        y.grad = None
+        out[0, t].backward(retain_graph=True)
+        w = y.grad[0].mean(dim=(0, 1))  # (C,): the spatial mean over (h, w), channels last
+        cam = torch.relu((w * y[0].detach()).sum(dim=-1)).numpy()
+        np.testing.assert_allclose(res.grid[k], cam, rtol=1e-5, atol=1e-6 * max(cam.max(), 1e-12))
+        np.testing.assert_allclose(res.extra["weights"][k], w.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_reshape_transform_errors_name_it():
+    net, x = small_vit(), vit_input()
+    with pytest.raises(TypeError, match="reshape_transform=3"):
+        grad_cam(net, x, reshape_transform=3, device="cpu")
+    with pytest.raises(ValueError, match=r"reshape_transform: gave \(1, 17, 32\)"):
+        grad_cam(net, x, reshape_transform=lambda t: t, device="cpu")
+    with pytest.raises(ValueError, match=r"tokens \(N, T, C\).*gives \(1, 1000\)"):
+        grad_cam(net, x, layer="heads", device="cpu")
