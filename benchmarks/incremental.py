@@ -39,6 +39,7 @@ from occlusion_widget.engine.incremental.strategy import AUTO_MAX_COST_RATIO
 from occlusion_widget.engine.sweep import _occlude, occlusion_sensitivity
 from occlusion_widget.models import from_torchvision, load_default_model, sample_image
 
+
 def load(name: str):
     if name == "efficientnet_lite0":
         clf = load_default_model()
@@ -130,10 +131,12 @@ def case_ab(label, clf, x, top, mask, stride, batch, captum_single, record):
     t_cap, cap = timed(lambda: captum_maps(clf, x, targets, mask, stride, batch))
     d_cap = float(np.abs(res_full.pixel_mean() - cap).max())
     est = ev.estimated_cost_ratio(mask)
-    print(f"\n({label}) {clf.name}: targets={len(targets)} mask={mask} stride={stride} positions={res_full.grid[0].size} batch={batch}")
+    print(f"\n({label}) {clf.name}: targets={len(targets)} mask={mask} stride={stride} "
+          f"positions={res_full.grid[0].size} batch={batch}")
     print(f"  ours, full path             {t_full:8.2f} s")
     print(f"  ours, incremental           {t_inc:8.2f} s   {t_full / t_inc:5.2f}x vs full   max|inc - full| {d_inc:.1e}")
-    print(f"  Captum, perturbations={batch:<4d}  {t_cap:8.2f} s   incremental is {t_cap / t_inc:5.2f}x faster   max|full - Captum| {d_cap:.1e}")
+    print(f"  Captum, perturbations={batch:<4d}  {t_cap:8.2f} s   incremental is {t_cap / t_inc:5.2f}x faster   "
+          f"max|full - Captum| {d_cap:.1e}")
     row = dict(case=label, model=clf.name, targets=len(targets), mask=mask, stride=stride, full_s=t_full, inc_s=t_inc,
                captum_batched_s=t_cap, max_diff_inc_full=d_inc, max_diff_full_captum=d_cap,
                flops_executed=ev.flops.executed / ev.flops.full, flops_ideal=ev.flops.ideal / ev.flops.full,
@@ -165,8 +168,10 @@ def case_c(clf, x, top1, batch, block, record):
     d = float(np.abs(drops - ref).max())
     print(f"\n(c) {clf.name}: dense map, mask {mask}, stride {stride}: {gy}x{gx} = {total} positions; "
           f"timed on a central {block}x{block} block ({n} positions), whole map extrapolated")
-    print(f"  ours, full path             {t_full:8.2f} s  ({t_full / n * 1e3:6.1f} ms/position, whole map ~{t_full / n * total / 60:6.1f} min)")
-    print(f"  ours, incremental           {t_inc:8.2f} s  ({t_inc / n * 1e3:6.1f} ms/position, whole map ~{t_inc / n * total / 60:6.1f} min)"
+    print(f"  ours, full path             {t_full:8.2f} s  ({t_full / n * 1e3:6.1f} ms/position, "
+          f"whole map ~{t_full / n * total / 60:6.1f} min)")
+    print(f"  ours, incremental           {t_inc:8.2f} s  ({t_inc / n * 1e3:6.1f} ms/position, "
+          f"whole map ~{t_inc / n * total / 60:6.1f} min)"
           f"   {t_full / t_inc:5.2f}x   max|inc - full| {d:.1e}")
     print(flop_line(ev))
     record.append(dict(case="c", model=clf.name, positions_timed=n, positions_total=total, full_s=t_full, inc_s=t_inc,
@@ -181,7 +186,8 @@ def drilldown_line(clf, x, top1, mask, stride, batch, exact_time, exact_full_tim
     agreement = map_agreement(approx, exact)
     info = approx.extra["drilldown"]
     print(f"  drill-down (approximate, fraction 0.25, coarse x2): {t_dd:6.2f} s, {exact_time / t_dd:4.2f}x vs the exact "
-          f"incremental map ({exact_full_time / t_dd:4.2f}x vs full); {info['coarse_positions'] + info['refined_positions']}/{info['fine_positions']} positions run; "
+          f"incremental map ({exact_full_time / t_dd:4.2f}x vs full); "
+          f"{info['coarse_positions'] + info['refined_positions']}/{info['fine_positions']} positions run; "
           f"Pearson {agreement['pearson']:.3f}, top-10% overlap {agreement['top_overlap']:.3f} (IoU {agreement['top_iou']:.3f})")
     record.append(dict(case="drilldown", model=clf.name, seconds=t_dd, speedup_vs_incremental=exact_time / t_dd,
                        speedup_vs_full=exact_full_time / t_dd,

@@ -24,7 +24,8 @@ from test_browser import chromium, chromium_page, lab_server, open_widget  # noq
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for widget.png and widget_compare.png (default: docs/)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs",
+                        help="folder for widget.png and widget_compare.png (default: docs/)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work, lab_server(Path(work)) as (url, _notebook), chromium() as browser, \

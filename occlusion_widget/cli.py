@@ -280,7 +280,7 @@ def run_map(args: argparse.Namespace) -> None:
     if args.html:
         written.append(args.html)
     if not args.quiet:
-        names = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(result.labels or result.targets, result.base_scores))
+        names = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(result.labels or result.targets, result.base_scores, strict=True))
         work = f"{result.computed.size} mask positions, " if spec.kind == "perturbation" else f"{spec.title}: "
         print(f"{names}\n{work}{result.n_forward} forward batches, "
               f"{result.elapsed_s:.1f} s on {result.params.device} -> {', '.join(written)}")

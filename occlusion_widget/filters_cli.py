@@ -106,7 +106,7 @@ def save_figure(vis, path: Path, columns: int | None = None) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.2 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (channel, image, act) in enumerate(zip(vis.filters, vis.images, vis.activation)):
+    for i, (channel, image, act) in enumerate(zip(vis.filters, vis.images, vis.activation, strict=True)):
         ax = axes.flat[i]
         ax.imshow(_stretch(image), interpolation="nearest")
         ax.set_title(f"#{int(channel)}  act {act:.3g}", fontsize=8)

@@ -34,8 +34,8 @@ def centernet_targets(boxes, labels, n: int):
     geo = np.zeros((n, 4, h, w), np.float32)
     mask = np.zeros((n, h, w), bool)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i, (bs, ls) in enumerate(zip(boxes, labels)):
-        for (x0, y0, x1, y1), lab in zip(bs.tolist(), ls.tolist()):
+    for i, (bs, ls) in enumerate(zip(boxes, labels, strict=True)):
+        for (x0, y0, x1, y1), lab in zip(bs.tolist(), ls.tolist(), strict=True):
             cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
             ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
             sigma = max(0.5, (x1 - x0) / STRIDE / 6)
@@ -88,7 +88,7 @@ def evaluate(seg: TinySegmenter, det: TinyDetector, n: int = 200, seed: int = 12
             for c in range(3)]
     print("segmenter IoU per class (background, square, disk):", [round(v, 3) for v in ious])
     found = total = false = 0
-    for d, bs, ls in zip(det(x), boxes, labels):
+    for d, bs, ls in zip(det(x), boxes, labels, strict=True):
         keep = d["scores"] >= 0.5
         db, dl = d["boxes"][keep], d["labels"][keep]
         total += len(bs)

@@ -91,8 +91,9 @@ def test_the_bundle_is_one_self_contained_module(bundle: Path) -> None:
     # Importing evaluates only top-level code (no DOM needed): the modules must load and export what they promise.
     checks = {"widget.js": "typeof m.default.render === 'function'", "standalone.js": "typeof m.boot === 'function'"}
     for name, check in checks.items():
+        script = f"const m = await import({json.dumps((bundle / name).as_uri())}); if (!({check})) process.exit(3);"
         proc = subprocess.run(
-            ["node", "--input-type=module", "-e", f"const m = await import({json.dumps((bundle / name).as_uri())}); if (!({check})) process.exit(3);"],
+            ["node", "--input-type=module", "-e", script],
             capture_output=True, text=True, timeout=60,
         )
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
@@ -122,4 +123,5 @@ def test_every_jupyterlab_variable_in_the_css_has_a_fallback() -> None:
     assert not bare, f"give these a fallback, var(--jp-x, #hex): {sorted(set(bare))}"
     # Number inputs and selects get their own border (a CSS reset there removes the browser's).
     rule = re.search(r"\.ow-root input\[type=\"number\"\],\s*\.ow-root select\s*\{([^}]*)\}", css)
-    assert rule and re.search(r"border:\s*1px solid var\(--jp-border-color1,\s*#[0-9a-fA-F]{3,6}\)", rule.group(1)), "bordered inputs"
+    border = r"border:\s*1px solid var\(--jp-border-color1,\s*#[0-9a-fA-F]{3,6}\)"
+    assert rule and re.search(border, rule.group(1)), "bordered inputs"

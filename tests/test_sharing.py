@@ -67,9 +67,10 @@ def _expected_png(stride: int) -> np.ndarray:
 
     sys.path.insert(0, str(TESTS))
     from conftest import tiny_model
+    from PIL import Image
+
     from occlusion_widget import occlusion_sensitivity
     from occlusion_widget.render import figure_png
-    from PIL import Image
 
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
     result = occlusion_sensitivity(tiny_model(), image, top_k=2, stride=stride)
@@ -97,7 +98,8 @@ def test_headless_run_saves_the_finished_figure(executed):
     expected = _expected_png(8)
     assert png.shape == expected.shape
     assert np.abs(png - expected).mean() < 0.01 * 255, "the saved figure is not the stride-8 result"
-    assert np.abs(png - _expected_png(4)).mean() > 0.1, "the stride-4 and stride-8 figures must differ for this test to mean anything"
+    assert np.abs(png - _expected_png(4)).mean() > 0.1, \
+        "the stride-4 and stride-8 figures must differ for this test to mean anything"
 
 
 def test_interactive_runs_do_not_wait(tmp_path):
@@ -146,8 +148,8 @@ def _browser():
 @pytest.mark.parametrize("widget_state", [True, False], ids=["with-widget-state", "without-widget-state"])
 def test_nbconvert_html_shows_the_figure_offline(executed, tmp_path, widget_state):
     """nbconvert's HTML of the executed notebook, opened with the network off: the figure is drawn."""
-    from nbconvert import HTMLExporter
     import nbformat
+    from nbconvert import HTMLExporter
 
     nb = nbformat.reads(json.dumps(executed), as_version=4)
     if not widget_state:  # as JupyterLab saves by default
@@ -184,7 +186,10 @@ def test_nbconvert_html_shows_the_figure_offline(executed, tmp_path, widget_stat
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on a free localhost port with widget state saving OFF (its default); yields (base url, token, root, data dir)."""
+    """JupyterLab on a free localhost port with widget state saving OFF (its default).
+
+    Yields (base url, token, root, data dir).
+    """
     import secrets
     import signal
     import socket
@@ -257,16 +262,19 @@ def test_reopened_in_jupyterlab_shows_the_maps(executed, lab, widget_state):
         page = browser.new_context(viewport={"width": 1280, "height": 1400}).new_page()
         page.goto(f"{base}/lab/workspaces/{name[:-6]}/tree/{name}?reset&token={token}")  # only this notebook open
         page.wait_for_selector(".jp-OutputArea-child", state="attached", timeout=90_000)
-        outputs = "[...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')[0].querySelectorAll('.jp-OutputArea-child')]"
+        outputs = ("[...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')[0]"
+                   ".querySelectorAll('.jp-OutputArea-child')]")
         if widget_state:  # the widget comes back from the saved state, knows it has no kernel, and the static copy hides
             page.wait_for_selector(".ow-root", timeout=60_000)
             page.wait_for_selector(".ow-banner:visible", timeout=30_000)
             assert page.locator(".ow-root").get_attribute("data-kernel") == "no"
         else:
-            page.wait_for_function(f"() => {outputs}.some(c => c.querySelector('img') && c.querySelector('img').naturalWidth > 200)",
-                                   timeout=60_000)
+            page.wait_for_function(
+                f"() => {outputs}.some(c => c.querySelector('img') && c.querySelector('img').naturalWidth > 200)",
+                timeout=60_000)
         shown = page.evaluate(f"""() => {outputs}.filter(c => c.getBoundingClientRect().height > 0)
-                                   .map(c => ({{img: !!c.querySelector('img'), live: !!c.querySelector('.ow-root'), text: c.innerText.slice(0, 80)}}))""")
+                                   .map(c => ({{img: !!c.querySelector('img'), live: !!c.querySelector('.ow-root'),
+                                                text: c.innerText.slice(0, 80)}}))""")
         assert not any("Error displaying widget" in s["text"] for s in shown), shown
         page.screenshot(path=str(root / f"{name}.png"))
         assert len(shown) == 1 and shown[0]["live" if widget_state else "img"], shown  # one picture, nothing broken
