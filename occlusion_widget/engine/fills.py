@@ -24,38 +24,44 @@ GAUSSIAN_SIGMA = 0.25
 INPAINT_MARGIN = 3
 
 
-def gaussian_window(starts: torch.Tensor, sizes: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
-    """Soft mask weights (B, H, W) in [0, 1] for B full-size mask windows.
+def gaussian_window(starts: torch.Tensor, sizes: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+    """Soft mask weights (B, H, W) (or (B, D, H, W)) in [0, 1] for B full-size mask windows.
 
     Along each axis, ``g(t) = exp(-t^2 / (2 sigma^2))`` with ``t`` the distance of a pixel centre from
     the window's centre and ``sigma = GAUSSIAN_SIGMA * m`` (``m`` the mask size); the weight is
     ``(g - g_edge) / (1 - g_edge)`` clipped at 0, with ``g_edge = g(m / 2)``, so it is 1 at the centre,
-    falls smoothly and reaches 0 at the window's edge (nothing outside the window changes). The 2-D
-    window is the product of the two axes'. An axis of size 1 has weight 1.
+    falls smoothly and reaches 0 at the window's edge (nothing outside the window changes). The N-D
+    window is the product of the axes'. An axis of size 1 has weight 1.
 
     Parameters
     ----------
-    starts : int tensor (B, 2)
-        ``(y0, x0)`` of each full-size window (it may start outside the input: a clipped edge mask).
-    sizes : (h, w)
+    starts : int tensor (B, N)
+        The first pixel of each full-size window, ``(y0, x0)`` in 2-D (it may start outside the
+        input: a clipped edge mask).
+    sizes : N ints
         The mask size.
-    shape : (H, W)
+    shape : N ints
         The input's spatial size.
     """
     device = starts.device
-    axes = []
-    for axis in (0, 1):
+    n_axes = len(shape)
+    window = None
+    for axis in range(n_axes):
         m = sizes[axis]
         pos = torch.arange(shape[axis], device=device, dtype=torch.float32)[None]   # (1, N)
         if m == 1:
-            axes.append((pos == starts[:, axis, None].float()).float())
-            continue
-        centre = starts[:, axis, None].float() + m / 2 - 0.5                          # (B, 1)
-        sigma = GAUSSIAN_SIGMA * m
-        g = torch.exp(-0.5 * ((pos - centre) / sigma) ** 2)
-        edge = float(np.exp(-0.5 * (m / 2 / sigma) ** 2))
-        axes.append(((g - edge) / (1 - edge)).clamp(min=0))
-    return axes[0][:, :, None] * axes[1][:, None, :]
+            weight = (pos == starts[:, axis, None].float()).float()
+        else:
+            centre = starts[:, axis, None].float() + m / 2 - 0.5                      # (B, 1)
+            sigma = GAUSSIAN_SIGMA * m
+            g = torch.exp(-0.5 * ((pos - centre) / sigma) ** 2)
+            edge = float(np.exp(-0.5 * (m / 2 / sigma) ** 2))
+            weight = ((g - edge) / (1 - edge)).clamp(min=0)
+        view = [weight.shape[0]] + [1] * n_axes
+        view[axis + 1] = shape[axis]
+        weight = weight.view(view)
+        window = weight if window is None else window * weight
+    return window
 
 
 def inpaint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -134,6 +140,9 @@ def resolve_occlusion_fill(mask_value: object, x: torch.Tensor, mask_size: tuple
         As :func:`resolve_fill`, naming "inpaint" among the allowed values.
     """
     if isinstance(mask_value, str) and mask_value == "inpaint":
+        if x.ndim == 4:
+            raise ValueError("mask_value='inpaint' is for images and signals; a volume (C, D, H, W) takes 'auto', "
+                             "a number or one number per channel")
         try:
             import skimage.restoration  # noqa: F401  (checked here, before any forward pass)
         except ImportError as exc:

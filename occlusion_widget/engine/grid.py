@@ -1,7 +1,9 @@
 """Mask positions: where each occluding mask sits. Pure numpy, no torch.
 
-Everything works on a 2-D spatial shape ``(H, W)``; a 1-D signal of length
-``L`` is handled by the caller as ``(1, L)`` with a mask height of 1.
+Everything works on N spatial axes: ``(H, W)`` images, ``(D, H, W)`` volumes,
+and 1-D signals of length ``L``, which the sweep passes as ``(1, L)`` with a
+mask height of 1. A box is ``[starts..., ends...)`` (end exclusive): ``[y0, x0,
+y1, x1)`` in 2-D, ``[z0, y0, x0, z1, y1, x1)`` in 3-D.
 """
 
 from __future__ import annotations
@@ -23,80 +25,86 @@ AUTO_MASK_FRACTION = 0.2
 AUTO_STRIDE_FRACTION = 0.1
 
 
-def lattice_steps(shape: tuple[int, int]) -> tuple[int, ...]:
-    """The coarse-to-fine steps for a grid of ``shape`` (gy, gx), coarsest first.
+def lattice_steps(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The coarse-to-fine steps for a grid of ``shape`` ((gy, gx) or (gd, gy, gx)), coarsest first.
 
     A step of 16 or 8 is added in front when its lattice still has at least
-    3x3 positions, so that the first map of a fine sweep arrives after a few
-    dozen forward passes rather than hundreds.
+    3 positions along every axis on average (3x3 in 2-D, 3x3x3 in 3-D), so that
+    the first map of a fine sweep arrives after a few dozen forward passes rather than hundreds.
     """
-    gy, gx = shape
-    extra = tuple(s for s in EXTRA_COARSE_STEPS if -(-gy // s) * -(-gx // s) >= 9)
+    n_axes = len(shape)
+    extra = tuple(s for s in EXTRA_COARSE_STEPS if math.prod(-(-g // s) for g in shape) >= 3 ** n_axes)
     return extra + COARSE_TO_FINE_STEPS
 
 
+_AXIS_FORMS = {1: "(l,)", 2: "(h, w) pair", 3: "(d, h, w) triple"}
+
+
 def resolve_pair(
-    value: object, name: str, spatial_shape: tuple[int, int], auto_fraction: float
-) -> tuple[int, int]:
-    """Turn ``"auto"``, an int or an ``(h, w)`` pair into a pair of positive ints.
+    value: object, name: str, spatial_shape: tuple[int, ...], auto_fraction: float
+) -> tuple[int, ...]:
+    """Turn ``"auto"``, an int or one int per axis into positive ints, one per axis of ``spatial_shape``.
 
     ``"auto"`` is ``round(auto_fraction * N)`` along each axis (at least 1),
-    the same rule as MATLAB's ``occlusionSensitivity``. Axes of length 1 (the
-    height of a 1-D signal) always resolve to 1.
+    the same rule as MATLAB's ``occlusionSensitivity``, for any number of axes.
+    Axes of length 1 (the height of a 1-D signal) always resolve to 1.
     """
+    n_axes = len(spatial_shape)
+    form = _AXIS_FORMS.get(n_axes, f"{n_axes}-tuple")
+    article = "an" if form.startswith("(h") else "a"
     if isinstance(value, str):
         if value != "auto":
-            raise ValueError(f"{name}={value!r} is not allowed; use 'auto', a positive int or an (h, w) pair")
-        pair = tuple(max(1, int(round(auto_fraction * n))) for n in spatial_shape)
+            raise ValueError(f"{name}={value!r} is not allowed; use 'auto', a positive int or {article} {form}")
+        sizes = tuple(max(1, int(round(auto_fraction * n))) for n in spatial_shape)
     elif isinstance(value, Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
+        sizes = (int(value),) * n_axes
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == n_axes and all(
         isinstance(v, Integral) and not isinstance(v, bool) for v in value
     ):
-        pair = (int(value[0]), int(value[1]))
+        sizes = tuple(int(v) for v in value)
     else:
-        raise TypeError(f"{name}={value!r} is not allowed; use 'auto', a positive int or an (h, w) pair of ints")
-    pair = tuple(1 if n == 1 else v for v, n in zip(pair, spatial_shape))
-    if min(pair) <= 0:
+        raise TypeError(f"{name}={value!r} is not allowed; use 'auto', a positive int or {article} {form} of ints")
+    sizes = tuple(1 if n == 1 else v for v, n in zip(sizes, spatial_shape))
+    if min(sizes) <= 0:
         raise ValueError(f"{name}={value!r} must be positive (>= 1) along each axis")
-    return pair  # type: ignore[return-value]
+    return sizes
 
 
 def resolve_sizes(
-    shape: tuple[int, int], mask_size: object = "auto", stride: object = "auto"
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The mask size and stride a sweep of an input of ``shape`` uses: THE "auto" rule.
+    shape: tuple[int, ...], mask_size: object = "auto", stride: object = "auto"
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The mask size and stride a sweep of an input of ``shape`` uses: THE "auto" rule, for N axes.
 
     Parameters
     ----------
-    shape : (H, W)
+    shape : (H, W), (D, H, W) or any number of spatial axes
         The input's spatial size; ``(1, L)`` for a 1-D signal.
-    mask_size : "auto", int or (h, w)
+    mask_size : "auto", int or one int per axis ((h, w) or (d, h, w))
         ``"auto"`` is 20% of the input along each axis (:data:`AUTO_MASK_FRACTION`),
         rounded, at least 1.
-    stride : "auto", int or (a, b)
+    stride : "auto", int or one int per axis
         ``"auto"`` is 10% of the input along each axis (:data:`AUTO_STRIDE_FRACTION`).
 
     Returns
     -------
-    mask : (h, w) ints
-    stride : (a, b) ints
+    mask : one int per axis
+    stride : one int per axis
         Axes of length 1 always resolve to 1.
 
     Raises
     ------
     TypeError, ValueError
-        A value that is not "auto", a positive int or a pair of them, or a mask
+        A value that is not "auto", a positive int or one of them per axis, or a mask
         larger than the input.
     """
-    shape = (int(shape[0]), int(shape[1]))
+    shape = tuple(int(n) for n in shape)
     mask = resolve_pair(mask_size, "mask_size", shape, AUTO_MASK_FRACTION)
     step = resolve_pair(stride, "stride", shape, AUTO_STRIDE_FRACTION)
     _check_fits(mask, shape)
     return mask, step
 
 
-def _check_fits(mask: tuple[int, int], shape: tuple[int, int]) -> None:
+def _check_fits(mask: tuple[int, ...], shape: tuple[int, ...]) -> None:
     for m, n in zip(mask, shape):
         if m > n:
             raise ValueError(
@@ -166,77 +174,88 @@ def axis_spans(length: int, mask: int, stride: int, clipping: bool) -> tuple[np.
 
 @dataclass(frozen=True)
 class MaskGrid:
-    """The mask positions of one sweep.
+    """The mask positions of one sweep, on any number of spatial axes.
 
     Attributes
     ----------
-    spatial_shape : (H, W)
-    mask_size, stride : (h, w) and (a, b) in pixels
+    spatial_shape : (H, W) or (D, H, W)
+    mask_size, stride : one int per axis, in pixels (voxels)
     clipping : bool
-    boxes : int64 array (gy, gx, 4)
-        ``[y0, x0, y1, x1)`` pixel box of every position.
+    boxes : int64 array (gy, gx, 4) or (gd, gy, gx, 6)
+        ``[starts..., ends...)`` pixel box of every position: ``[y0, x0, y1, x1)`` in 2-D.
     """
 
-    spatial_shape: tuple[int, int]
-    mask_size: tuple[int, int]
-    stride: tuple[int, int]
+    spatial_shape: tuple[int, ...]
+    mask_size: tuple[int, ...]
+    stride: tuple[int, ...]
     clipping: bool
     boxes: np.ndarray
 
     @classmethod
     def build(
         cls,
-        spatial_shape: tuple[int, int],
-        mask_size: tuple[int, int],
-        stride: tuple[int, int],
+        spatial_shape: tuple[int, ...],
+        mask_size: tuple[int, ...],
+        stride: tuple[int, ...],
         clipping: bool,
     ) -> "MaskGrid":
-        _check_fits(tuple(mask_size), tuple(spatial_shape))  # type: ignore[arg-type]
-        (y0, y1), (x0, x1) = (
-            axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride)
-        )
-        gy, gx = len(y0), len(x0)
-        boxes = np.empty((gy, gx, 4), dtype=np.int64)
-        boxes[..., 0], boxes[..., 2] = y0[:, None], y1[:, None]
-        boxes[..., 1], boxes[..., 3] = x0[None, :], x1[None, :]
+        if not len(spatial_shape) == len(mask_size) == len(stride):
+            raise ValueError(f"MaskGrid: spatial_shape {tuple(spatial_shape)}, mask_size {tuple(mask_size)} and "
+                             f"stride {tuple(stride)} must have one value per axis")
+        _check_fits(tuple(mask_size), tuple(spatial_shape))
+        spans = [axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride)]
+        n_axes = len(spans)
+        counts = tuple(len(starts) for starts, _ in spans)
+        boxes = np.empty((*counts, 2 * n_axes), dtype=np.int64)
+        for axis, (starts, ends) in enumerate(spans):
+            view = [1] * n_axes
+            view[axis] = -1  # broadcast this axis' spans along its own grid axis
+            boxes[..., axis] = starts.reshape(view)
+            boxes[..., n_axes + axis] = ends.reshape(view)
         return cls(tuple(spatial_shape), tuple(mask_size), tuple(stride), bool(clipping), boxes)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """(gy, gx): the number of positions along each axis."""
-        return self.boxes.shape[:2]  # type: ignore[return-value]
+    def ndim(self) -> int:
+        """The number of spatial axes."""
+        return len(self.spatial_shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(gy, gx) or (gd, gy, gx): the number of positions along each axis."""
+        return self.boxes.shape[:-1]  # type: ignore[return-value]
 
     @property
     def size(self) -> int:
-        return int(self.boxes.shape[0] * self.boxes.shape[1])
+        return int(math.prod(self.shape))
 
     def window_starts(self) -> np.ndarray:
-        """int64 (gy, gx, 2): ``(y0, x0)`` of every position's FULL-size mask window.
+        """int64 (gy, gx, 2) / (gd, gy, gx, 3): the first pixel of every position's FULL-size mask window.
 
-        The same as ``boxes[..., :2]`` except at clipped edges, where the window starts outside
+        The same as the box starts except at clipped edges, where the window starts outside
         the input (a soft mask is centred where the full mask would be).
         """
-        starts = self.boxes[..., :2].copy()
+        n = self.ndim
+        starts = self.boxes[..., :n].copy()
         if self.clipping:
-            gy, gx = self.shape
-            starts[..., 0] = (np.arange(gy) * self.stride[0] - self.mask_size[0] // 2)[:, None]
-            starts[..., 1] = (np.arange(gx) * self.stride[1] - self.mask_size[1] // 2)[None, :]
+            for axis, (g, s, m) in enumerate(zip(self.shape, self.stride, self.mask_size)):
+                view = [1] * n
+                view[axis] = -1
+                starts[..., axis] = (np.arange(g) * s - m // 2).reshape(view)
         return starts
 
     def coarse_to_fine(self) -> np.ndarray:
         """Flat position indices, coarse lattice first.
 
-        The first ``ceil(gy/s) * ceil(gx/s)`` indices (``s`` the coarsest of
+        The first ``prod(ceil(g/s))`` indices (``s`` the coarsest of
         :func:`lattice_steps`) already span the whole input, so a sweep stopped
         early still has a map of all of it.
         """
-        gy, gx = self.shape
-        steps = lattice_steps((gy, gx))
-        iy, ix = np.meshgrid(np.arange(gy), np.arange(gx), indexing="ij")
-        level = np.full((gy, gx), len(steps) - 1)
+        steps = lattice_steps(self.shape)
+        index = np.meshgrid(*(np.arange(g) for g in self.shape), indexing="ij")
+        level = np.full(self.shape, len(steps) - 1)
         for lvl in reversed(range(len(steps))):
             step = steps[lvl]
-            level[(iy % step == 0) & (ix % step == 0)] = lvl
+            level[np.logical_and.reduce([i % step == 0 for i in index])] = lvl
         return np.argsort(level.ravel(), kind="stable")
 
 
@@ -246,29 +265,55 @@ def fill_from_coarse(grid: np.ndarray, computed: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    grid : (K, gy, gx) float array, arbitrary values where not computed
-    computed : (gy, gx) bool
+    grid : (K, gy, gx) or (K, gd, gy, gx) float array, arbitrary values where not computed
+    computed : (gy, gx) or (gd, gy, gx) bool
 
     Returns
     -------
-    (K, gy, gx) float array; NaN where no lattice is complete yet.
+    float32 array of ``grid``'s shape; NaN where no lattice is complete yet.
     """
     out = np.where(computed, grid, np.nan).astype(np.float32)
     if computed.all():
         return out
-    gy, gx = computed.shape
+    shape = computed.shape
     # The finest step whose whole lattice is done.
     done_step = None
-    for step in sorted(lattice_steps((gy, gx))):
-        if computed[::step, ::step].all():
+    for step in sorted(lattice_steps(shape)):
+        if computed[(slice(None, None, step),) * len(shape)].all():
             done_step = step
             break
     if done_step is None:
         return out
-    ys = _snap(np.arange(gy), done_step, gy)
-    xs = _snap(np.arange(gx), done_step, gx)
-    coarse = out[:, ys][:, :, xs]
+    snapped = np.ix_(*(_snap(np.arange(n), done_step, n) for n in shape))
+    coarse = out[(slice(None), *snapped)]
     return np.where(computed, out, coarse)
+
+
+def box_mean(values: np.ndarray, boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(K, *shape): at every pixel (voxel), the mean of ``values`` over the boxes that cover it; 0 where none does.
+
+    Parameters
+    ----------
+    values : (K, B) floats
+    boxes : int (B, 2N) ``[starts..., ends...)``
+    shape : the N spatial sizes
+    """
+    n = len(shape)
+    total = np.zeros((values.shape[0], *(s + 1 for s in shape)))
+    count = np.zeros(tuple(s + 1 for s in shape))
+    values = values.astype(np.float64)
+    # A box adds +-v at its 2^N corners (sign: -1 per "end" coordinate); an N-D
+    # cumulative sum then spreads v over exactly the box.
+    for corner in np.ndindex(*(2,) * n):
+        sign = (-1) ** sum(corner)
+        where = tuple(boxes[:, axis + n * c] for axis, c in enumerate(corner))
+        np.add.at(total, (slice(None), *where), sign * values)
+        np.add.at(count, where, sign)
+    for axis in range(n):
+        total, count = total.cumsum(axis + 1), count.cumsum(axis)
+    inside = tuple(slice(0, s) for s in shape)
+    total, count = total[(slice(None), *inside)], count[inside]
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
 
 
 def _snap(index: np.ndarray, step: int, n: int) -> np.ndarray:

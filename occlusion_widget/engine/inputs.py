@@ -20,26 +20,76 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 Output = Union[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
-def prepare_input(classifier: ImageClassifier, image: object) -> tuple[torch.Tensor, bool]:
+#: ``input_kind=``: how a tensor's axes are read (:func:`input_kind_of`).
+INPUT_KINDS = ("auto", "image", "signal", "volume")
+_FORMS = {"image": "an image (C, H, W) or a batch of one (1, C, H, W)", "signal": "a 1-D signal (C, L)",
+          "volume": "a volume (C, D, H, W) or a batch of one (1, C, D, H, W)"}
+_CONV_KINDS = {nn.Conv1d: "signal", nn.Conv2d: "image", nn.Conv3d: "volume"}
+
+
+def input_kind_of(module: nn.Module, shape: tuple[int, ...], input_kind: str = "auto") -> str:
+    """How a tensor of ``shape`` is read: "image", "signal" or "volume", or a clear error.
+
+    ``"auto"``: a 5-D tensor is a volume (1, C, D, H, W); a 4-D one a volume (C, D, H, W) when the
+    model's first convolution is an ``nn.Conv3d``, else a batch of one image (1, C, H, W); 3-D an
+    image (C, H, W); 2-D a 1-D signal (C, L). An explicit kind overrides the guess. A tensor whose
+    rank does not fit the model's first convolution is refused with both readings named.
+    """
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind={input_kind!r} is not allowed; use one of {', '.join(map(repr, INPUT_KINDS))}")
+    found = first_conv(module)
+    conv_kind = next((k for t, k in _CONV_KINDS.items() if found is not None and isinstance(found[1], t)), None)
+    ranks = {"image": (3, 4), "signal": (2,), "volume": (4, 5)}
+    if input_kind == "auto":
+        kind = {2: "signal", 3: "image", 5: "volume"}.get(len(shape))
+        if len(shape) == 4:
+            kind = "volume" if conv_kind == "volume" else "image"
+        if kind is None:
+            raise ValueError(f"image: expected a tensor (C, H, W), (1, C, H, W), a 1-D signal (C, L) or a volume "
+                             f"(C, D, H, W) / (1, C, D, H, W); got {len(shape)} dimensions {shape}")
+    else:
+        kind = input_kind
+        if len(shape) not in ranks[kind]:
+            raise ValueError(f"image: input_kind={kind!r} needs {_FORMS[kind]}; got a tensor of shape {shape}")
+    # Image vs signal mismatches get _check_channels' more specific messages.
+    if conv_kind is not None and conv_kind != kind and "volume" in (kind, conv_kind):
+        name, conv = found  # type: ignore[misc]
+        raise ValueError(
+            f"image: a tensor of shape {shape} read as {_FORMS[kind]}"
+            f"{' (input_kind=' + repr(input_kind) + ')' if input_kind != 'auto' else ''}, but the model's first "
+            f"convolution {name!r} is an nn.{type(conv).__name__}, which takes {_FORMS[conv_kind]}. Pass the "
+            f"input in that shape (or input_kind={conv_kind!r} if the tensor already is one)")
+    return kind
+
+
+def prepare_input(classifier: ImageClassifier, image: object, input_kind: str = "auto", *,
+                  volumes: bool = False) -> tuple[torch.Tensor, bool]:
     """The input as float32 (C, H, W), and whether it is a 1-D signal.
 
     A 1-D signal (C, L) comes back as (C, 1, L): the sweep treats it as an
-    image of height 1.
+    image of height 1. A volume comes back as (C, D, H, W) when ``volumes`` (the
+    caller handles them), else it is refused clearly. ``input_kind``: see :func:`input_kind_of`.
     """
     if isinstance(image, torch.Tensor):
         x = image.detach()
-        if x.ndim == 4:
+        kind = input_kind_of(classifier.module, tuple(x.shape), input_kind)
+        if kind == "volume" and not volumes:
+            raise ValueError(f"image: a tensor of shape {tuple(x.shape)} is a volume (C, D, H, W) for this model; "
+                             "volumes are supported by occlusion_sensitivity only, not by this function yet")
+        if x.ndim == (5 if kind == "volume" else 4):
             if x.shape[0] != 1:
-                raise ValueError(f"image: a 4-D tensor must be a batch of one (1, C, H, W), got {tuple(x.shape)}")
+                raise ValueError(f"image: a {x.ndim}-D tensor must be a batch of one "
+                                 f"{'(1, C, D, H, W)' if kind == 'volume' else '(1, C, H, W)'}, got {tuple(x.shape)}"
+                                 + ("" if kind == "volume" else "; it is read as a volume (C, D, H, W) only for a "
+                                    "model whose first convolution is an nn.Conv3d"))
             x = x[0]
-        if x.ndim not in (2, 3):
-            raise ValueError(
-                f"image: expected a tensor (C, H, W), (1, C, H, W) or a 1-D signal (C, L); got {x.ndim} dimensions"
-            )
         if not x.is_floating_point():
             raise TypeError(f"image: expected a float tensor in the model's input space, got {x.dtype}")
         x = x.float()
     else:
+        if input_kind in ("volume", "signal"):
+            raise ValueError(f"image: input_kind={input_kind!r} needs a tensor, {_FORMS[input_kind]}; "
+                             f"got a {type(image).__name__}")
         x = classifier.preprocess(image)
     if not torch.isfinite(x).all():
         raise ValueError("image: the input holds NaN or infinite values")
@@ -70,6 +120,11 @@ def _check_channels(module: nn.Module, shape: tuple[int, ...]) -> None:
     c = int(conv.in_channels)
     expects = f"(C, L) = ({c}, L) 1-D signals" if isinstance(conv, nn.Conv1d) else f"(C, H, W) = ({c}, H, W) images"
     where = f"its first convolution {name!r} takes {c} input channel{'s' * (c != 1)}"
+    if len(shape) == 4 or isinstance(conv, nn.Conv3d):
+        if isinstance(conv, nn.Conv3d) and shape[0] != c:
+            raise ValueError(f"image: a volume of shape {shape} has {shape[0]} channel{'s' * (shape[0] != 1)}, but "
+                             f"the model expects (C, D, H, W) = ({c}, D, H, W) volumes ({where})")
+        return
     if len(shape) == 2:
         if shape[0] == c:
             return  # a 1-D signal with the model's channels
@@ -123,17 +178,21 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def resolve_fill(mask_value: object, x: torch.Tensor, mask_size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray | str]:
-    """What an occluded pixel becomes: a (C, H, W) tensor, and the value to report.
+    """What an occluded pixel becomes: a tensor of ``x``'s shape ((C, H, W) or (C, D, H, W)), and the value to report.
 
     ``"auto"``: each channel's mean; a scalar; one value per channel; or
     ``"blur"``: a blurred copy of the input (sigma = half the mask size), so
     the mask removes detail at the mask's own scale but keeps colour.
     """
     c = x.shape[0]
+    spatial_dims = tuple(range(1, x.ndim))
     if isinstance(mask_value, str):
         if mask_value == "auto":
-            value = x.mean(dim=(1, 2))
+            value = x.mean(dim=spatial_dims)
         elif mask_value == "blur":
+            if x.ndim == 4:
+                raise ValueError("mask_value='blur' is for images and signals; a volume (C, D, H, W) takes "
+                                 "'auto', a number or one number per channel")
             sigma = max(1.0, max(mask_size) / 2)
             return gaussian_blur(x, sigma), "blur"
         else:
@@ -149,7 +208,7 @@ def resolve_fill(mask_value: object, x: torch.Tensor, mask_size: tuple[int, int]
     if not torch.isfinite(value).all():
         raise ValueError(f"mask_value={mask_value!r} must be finite")
     value = value.to(x)
-    return value.view(c, 1, 1).expand_as(x).contiguous(), value.cpu().numpy().astype(np.float32)
+    return value.view(c, *(1,) * len(spatial_dims)).expand_as(x).contiguous(), value.cpu().numpy().astype(np.float32)
 
 
 class _StopForward(Exception):

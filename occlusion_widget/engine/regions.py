@@ -26,7 +26,8 @@ __all__ = ["BoxOccluder", "SegmentOccluder", "describe_segments", "resolve_segme
 class BoxOccluder:
     """The rectangles of ``grid`` (hard masks), or Gaussian windows of the mask's size (soft masks).
 
-    ``shape`` is the grid's (gy, gx); ``weights(idx)`` the (B, H, W) masks of flat positions ``idx``.
+    ``shape`` is the grid's (gy, gx) (or (gd, gy, gx)); ``weights(idx)`` the (B, H, W) (or (B, D, H, W))
+    masks of flat positions ``idx``.
     """
 
     kind = "box"
@@ -36,34 +37,40 @@ class BoxOccluder:
             raise ValueError(f"mask_shape={mask_shape!r} is not allowed; use one of {', '.join(map(repr, MASK_SHAPES))}")
         self.grid, self.mask_shape = grid, mask_shape
         self.shape, self.size = grid.shape, grid.size
-        self._boxes = torch.as_tensor(grid.boxes.reshape(-1, 4), device=device)
-        self._starts = torch.as_tensor(grid.window_starts().reshape(-1, 2), device=device)
-        h, w = grid.spatial_shape
-        self._rows, self._cols = torch.arange(h, device=device), torch.arange(w, device=device)
+        n = grid.ndim
+        self._boxes = torch.as_tensor(grid.boxes.reshape(-1, 2 * n), device=device)
+        self._starts = torch.as_tensor(grid.window_starts().reshape(-1, n), device=device)
+        self._coords = [torch.arange(size, device=device) for size in grid.spatial_shape]
 
     def order(self) -> np.ndarray:
         """Flat position indices, coarse lattice first."""
         return self.grid.coarse_to_fine()
 
     def boxes(self, idx: np.ndarray) -> torch.Tensor:
-        """(B, 4) ``[y0, x0, y1, x1)`` of positions ``idx``: what the incremental path takes."""
+        """(B, 4) ``[y0, x0, y1, x1)`` (``(B, 6)`` in 3-D) of positions ``idx``: what the incremental path takes."""
         return self._boxes[torch.as_tensor(idx, device=self._boxes.device)]
 
     def weights(self, idx: np.ndarray) -> torch.Tensor:
-        """(B, H, W): bool boxes, or float Gaussian windows in [0, 1]."""
+        """(B, H, W) (or (B, D, H, W)): bool boxes, or float Gaussian windows in [0, 1]."""
         if self.mask_shape == "gaussian":
             starts = self._starts[torch.as_tensor(idx, device=self._starts.device)]
             return gaussian_window(starts, self.grid.mask_size, self.grid.spatial_shape)
-        y0, x0, y1, x1 = (self.boxes(idx)[:, i, None] for i in range(4))
-        rows, cols = self._rows, self._cols
-        return ((rows >= y0) & (rows < y1))[:, :, None] & ((cols >= x0) & (cols < x1))[:, None, :]
+        boxes, n = self.boxes(idx), self.grid.ndim
+        inside = None
+        for axis, coord in enumerate(self._coords):
+            along = (coord >= boxes[:, axis, None]) & (coord < boxes[:, n + axis, None])  # (B, size)
+            view = [along.shape[0]] + [1] * n
+            view[axis + 1] = coord.numel()
+            along = along.view(view)
+            inside = along if inside is None else inside & along
+        return inside
 
     def partial(self, values: np.ndarray, computed: np.ndarray) -> np.ndarray:
         """An incomplete sweep's grid: positions not computed yet from the finest complete coarse lattice."""
         return fill_from_coarse(values, computed)
 
     def maps(self, values: np.ndarray, size: tuple[int, int], upsampling: str) -> np.ndarray:
-        """(K, gy, gx) -> (K, H, W) by ``upsampling``."""
+        """(K, gy, gx) -> (K, H, W) (or (K, gd, gy, gx) -> (K, D, H, W)) by ``upsampling``."""
         return upsample(values, size, upsampling)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
-from .upsampling import MAP_UPSAMPLING, UPSAMPLING, upsample, upsample_maps  # noqa: F401 (re-exported)
+from .upsampling import MAP_UPSAMPLING, UPSAMPLING, resolve_upsampling, upsample, upsample_maps  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,14 @@ class ImportantRegion:
     target: int
     label: str | None
     index: tuple[int, ...]
-    """Grid index (iy, ix), or (ix,) for a 1-D signal."""
+    """Grid index (iy, ix), (ix,) for a 1-D signal, (iz, iy, ix) for a volume."""
     box: np.ndarray
-    """[y0, x0, y1, x1) in pixels, or [x0, x1) for a 1-D signal."""
+    """[y0, x0, y1, x1) in pixels, [x0, x1) for a 1-D signal, [z0, y0, x0, z1, y1, x1) for a volume."""
     drop: float
     """Base score minus occluded score (the map's value there)."""
     occluded_score: float
     occluded_image: np.ndarray
-    """The input (C, H, W) with that region occluded, as the network saw it."""
+    """The input (C, H, W) (or (C, D, H, W)) with that region occluded, as the network saw it."""
 
 
 # Draws a result as PNG bytes for Jupyter. The engine draws nothing itself (it imports nothing
@@ -185,8 +185,7 @@ class MapResult:
         flat = int(np.nanargmax(m))
         if m.ndim == 1:
             return 0, flat
-        y, x = np.unravel_index(flat, m.shape)
-        return int(y), int(x)
+        return tuple(int(i) for i in np.unravel_index(flat, m.shape))  # type: ignore[return-value]
 
 
 def _check_k(k: object, n: int) -> None:
@@ -212,7 +211,9 @@ class OcclusionResult(MapResult):
         As in :class:`MapResult`.
     params : OcclusionParams
     boxes : int64 (gy, gx, 4)
-        ``[y0, x0, y1, x1)`` pixel box of each position; (gx, 2) ``[x0, x1)`` for 1-D.
+        ``[y0, x0, y1, x1)`` pixel box of each position; (gx, 2) ``[x0, x1)`` for 1-D;
+        (gd, gy, gx, 6) ``[z0, y0, x0, z1, y1, x1)`` for a volume (grid (K, gd, gy, gx),
+        maps (K, D, H, W), image and fill (C, D, H, W)).
     fill : float32 (C, H, W)
         What an occluded pixel is replaced with (the mask value, broadcast).
     computed : bool (gy, gx)
@@ -266,31 +267,24 @@ class OcclusionResult(MapResult):
         return np.concatenate([zeros, b[:, :1], ones, b[:, 1:]], axis=1)[None]
 
     def pixel_mean(self) -> np.ndarray:
-        """(K, H, W): for each pixel, the mean change over the masks that cover it.
+        """(K, H, W) (volumes: (K, D, H, W)): for each pixel, the mean change over the masks that cover it.
 
-        This is Captum's ``Occlusion`` convention. Pixels no mask covers are 0. With
+        This is Captum's ``Occlusion`` convention (and, as ``base_scores - pixel_mean()``, MONAI's
+        map: :mod:`.volume`). Pixels no mask covers are 0. With
         ``segments=`` every pixel lies in one segment: its segment's value (Captum's
         ``FeatureAblation`` with that ``feature_mask``); NaN where not computed.
         """
         if self.segments is not None:
             return np.where(self.computed, self.grid, np.nan).astype(np.float32)[:, self.segments]
+        from .grid import box_mean
+
         grid = self._grid2d()
-        boxes = self._boxes2d().reshape(-1, 4)
+        boxes = self._boxes2d()
+        boxes = boxes.reshape(-1, boxes.shape[-1])
         computed = np.broadcast_to(self.computed.reshape(-1), (boxes.shape[0],))
-        values = grid.reshape(grid.shape[0], -1)[:, computed].astype(np.float64)
-        boxes = boxes[computed]
-        h, w = (1, self.image.shape[-1]) if self.is_signal else self.image.shape[-2:]
-        total = np.zeros((grid.shape[0], h + 1, w + 1))
-        count = np.zeros((h + 1, w + 1))
-        # A box adds +v at its two corners and -v at the other two; a 2-D
-        # cumulative sum then spreads v over exactly the box.
-        y0, x0, y1, x1 = boxes.T
-        for sign, ys, xs in ((1, y0, x0), (-1, y0, x1), (-1, y1, x0), (1, y1, x1)):
-            np.add.at(total, (slice(None), ys, xs), sign * values)
-            np.add.at(count, (ys, xs), sign)
-        total = total.cumsum(1).cumsum(2)[:, :h, :w]
-        count = count.cumsum(0).cumsum(1)[:h, :w]
-        mean = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+        values = grid.reshape(grid.shape[0], -1)[:, computed]
+        shape = (1, self.image.shape[-1]) if self.is_signal else self.image.shape[1:]
+        mean = box_mean(values, boxes[computed], shape)
         return mean[:, 0, :] if self.is_signal else mean
 
     def most_important(self, k: int = 0) -> ImportantRegion:
@@ -304,9 +298,9 @@ class OcclusionResult(MapResult):
         if self.segments is not None:
             return self._most_important_segment(k)
         grid = np.where(self.computed, self._grid2d()[k], -np.inf)
-        flat = int(np.argmax(grid))
-        iy, ix = np.unravel_index(flat, grid.shape)
-        y0, x0, y1, x1 = (int(v) for v in self._boxes2d()[iy, ix])
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(grid)), grid.shape))
+        box = [int(v) for v in self._boxes2d()[where]]
+        n = len(where)
         image = self.image[:, None] if self.is_signal else self.image
         weights = np.zeros(image.shape[1:], dtype=np.float32)
         if self.params.mask_shape == "gaussian":
@@ -316,17 +310,17 @@ class OcclusionResult(MapResult):
             size = (1, self.params.mask_size[0]) if self.is_signal else self.params.mask_size
             stride = (1, self.params.stride[0]) if self.is_signal else self.params.stride
             starts = MaskGrid.build(image.shape[1:], size, stride, self.params.mask_clipping).window_starts()
-            weights = gaussian_window(torch.as_tensor(starts[iy, ix][None]), size, image.shape[1:])[0].numpy()
+            weights = gaussian_window(torch.as_tensor(starts[where][None]), size, image.shape[1:])[0].numpy()
         else:
-            weights[y0:y1, x0:x1] = 1
+            weights[tuple(slice(box[i], box[n + i]) for i in range(n))] = 1
         occluded = self._occluded(image, weights)
         occluded = occluded[:, 0] if self.is_signal else occluded
-        drop = float(self._grid2d()[k, iy, ix])
+        drop = float(self._grid2d()[(k, *where)])
         return ImportantRegion(
             target=int(self.targets[k]),
             label=self.labels[k] if self.labels else None,
-            index=(int(ix),) if self.is_signal else (int(iy), int(ix)),
-            box=np.array([x0, x1] if self.is_signal else [y0, x0, y1, x1]),
+            index=where[1:] if self.is_signal else where,
+            box=np.array([box[1], box[3]] if self.is_signal else box),
             drop=drop,
             occluded_score=float(self.base_scores[k] - drop),
             occluded_image=occluded,
@@ -377,10 +371,9 @@ class OcclusionResult(MapResult):
         if self.is_signal:
             (ix,) = region.index
             return 0, (ix * p.stride[0] if p.mask_clipping else int(region.box[0]) + p.mask_size[0] // 2)
-        iy, ix = region.index
         if p.mask_clipping:
-            return iy * p.stride[0], ix * p.stride[1]
-        return int(region.box[0]) + p.mask_size[0] // 2, int(region.box[1]) + p.mask_size[1] // 2
+            return tuple(i * s for i, s in zip(region.index, p.stride))  # type: ignore[return-value]
+        return tuple(int(b) + m // 2 for b, m in zip(region.box, p.mask_size))  # type: ignore[return-value]
 
     def with_upsampling(self, upsampling: str) -> "OcclusionResult":
         """The same result with ``maps`` made by another upsampling method (one of :data:`UPSAMPLING`).
@@ -390,9 +383,10 @@ class OcclusionResult(MapResult):
         if self.segments is not None:
             upsample(self.grid[:1, None], (1, 1), upsampling)  # validates the name
             return replace(self, params=replace(self.params, upsampling=upsampling))
-        maps = upsample(self._grid2d(), self.image.shape[-2:] if not self.is_signal else (1, self.image.shape[-1]), upsampling)
+        maps = upsample(self._grid2d(), self.image.shape[1:] if not self.is_signal else (1, self.image.shape[-1]), upsampling)
         maps = maps[:, 0, :] if self.is_signal else maps
-        return replace(self, maps=maps, params=replace(self.params, upsampling=upsampling))
+        used = resolve_upsampling(upsampling, self.image.ndim - 1 + self.is_signal)  # a volume's "bicubic": trilinear
+        return replace(self, maps=maps, params=replace(self.params, upsampling=used))
 
 
 def worst_position(result: MapResult, k: int = 0) -> tuple[int, int]:

@@ -19,7 +19,9 @@ from .incremental import STRATEGIES, make_incremental_score
 from .model_state import check_materialised, prepared_module
 from .inputs import Output, model_view, prepare_input, resolve_device, resolve_targets, score_function
 from .regions import BoxOccluder, SegmentOccluder, describe_segments, resolve_segments, segment_boxes
-from .result import UPSAMPLING, OcclusionParams, OcclusionResult
+from .result import OcclusionParams, OcclusionResult
+from .upsampling import UPSAMPLING, VOLUME_UPSAMPLING, resolve_upsampling
+from .volume import check_volume_options
 from .structured_outputs import check_min_score, is_target_objects, resolve_structured
 
 ProgressFn = Callable[[int, int, OcclusionResult], None]
@@ -55,6 +57,7 @@ def occlusion_sensitivity(
     positions: np.ndarray | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    input_kind: str = "auto",
 ) -> OcclusionResult:
     """Occlusion sensitivity maps (Zeiler & Fergus 2014) for one input and K targets.
 
@@ -67,10 +70,13 @@ def occlusion_sensitivity(
     model : ImageClassifier or nn.Module
         A wrapper (see :func:`load_default_model`, :func:`from_torchvision`) or a
         module mapping (N, C, H, W) (or (N, C, L)) to scores.
-    image : tensor (C, H, W), (1, C, H, W) or (C, L); or PIL image / path / HxWx3 array
+    image : tensor (C, H, W), (1, C, H, W), (C, L) or a volume (C, D, H, W) / (1, C, D, H, W); or PIL image / path / HxWx3 array
         A tensor is taken as it is, in the model's input space ([0, 1] pixels
         for a wrapper). Anything else goes through the wrapper's ``preprocess``.
-        A 2-D tensor (C, L) is a 1-D signal: masks slide along L only.
+        A 2-D tensor (C, L) is a 1-D signal: masks slide along L only. A 5-D tensor
+        is a volume; a 4-D one is a volume (C, D, H, W) when the model's first
+        convolution is an ``nn.Conv3d``, else an image batch of one (``input_kind``).
+        Volumes: :mod:`occlusion_widget.engine.volume` (also how maps relate to MONAI's).
     targets : None, int, sequence of int, or SegmentationTarget / DetectionTarget (or a list of them)
         None: the class predicted on the unoccluded input; for a segmenter (output
         a dict with "out" or (N, C, H, W)) every class present in its prediction,
@@ -83,9 +89,9 @@ def occlusion_sensitivity(
         (at most ``top_k`` default targets of a segmenter or detector).
     min_score : float
         With ``targets=None`` and a detector: the lowest detection score explained.
-    mask_size : "auto", int or (h, w)
+    mask_size : "auto", int, (h, w) or (d, h, w)
         "auto" is 20% of the input size along each axis (MATLAB's MaskSize).
-    stride : "auto", int or (a, b)
+    stride : "auto", int, (a, b) or (a, b, c)
         "auto" is 10% of the input size along each axis (MATLAB's Stride).
     mask_value : "auto", float, per-channel sequence, or "blur"
         "auto" is each channel's mean over the input (MATLAB's MaskValue);
@@ -106,8 +112,9 @@ def occlusion_sensitivity(
         mask_size, stride and mask_clipping do not apply.
     n_segments : int
         With ``segments="slic"``: how many superpixels SLIC aims at.
-    upsampling : "bicubic", "nearest" or "none"
-        How ``maps`` is made from ``grid`` (MATLAB's OutputUpsampling).
+    upsampling : "bicubic", "nearest", "none"; "trilinear" for volumes
+        How ``maps`` is made from ``grid`` (MATLAB's OutputUpsampling). On a
+        volume "bicubic" (the default) means "trilinear" (``params`` says so).
     output : "probability", "logit" or callable
         The score: softmax, raw output, or ``f(model_output) -> (N, K_all)``.
     layer : str, optional
@@ -131,7 +138,9 @@ def occlusion_sensitivity(
         goes incremental when the model supports it and the estimated cost is
         below 0.8 of a full pass. A model torch.fx cannot trace, or with an op
         it does not know before global pooling, runs the full path
-        ("incremental" warns once); so do ``layer=`` and 1-D signals.
+        ("incremental" warns once); so do ``layer=`` and 1-D signals. Volumes
+        run the full path ("incremental" refuses them: 3-D incremental inference
+        is future work).
     positions : bool array (gy, gx), optional
         Evaluate only these mask positions (e.g. stride 1 in a region of
         interest); ``computed`` marks them and ``grid`` is NaN elsewhere.
@@ -141,11 +150,14 @@ def occlusion_sensitivity(
     cancel : threading.Event, optional
         When set, the sweep stops within one batch and returns the partial
         result with ``complete=False``.
+    input_kind : "auto", "image", "signal" or "volume"
+        How a tensor's axes are read; "auto" guesses from its rank and the model's
+        first convolution. A rank that does not fit the model's convolutions is refused.
 
     Returns
     -------
     OcclusionResult
-        ``grid`` (K, gy, gx), ``maps`` (K, H, W), ``base_scores`` (K,), ``top_ids`` /
+        ``grid`` (K, gy, gx), ``maps`` (K, H, W) (volumes: (K, gd, gy, gx), (K, D, H, W)), ``base_scores`` (K,), ``top_ids`` /
         ``top_scores`` (gy, gx, 5): the best outputs with the mask at each position, ...
 
     Notes
@@ -166,7 +178,7 @@ def occlusion_sensitivity(
     classifier = as_classifier(model)
     if not isinstance(mask_clipping, (bool, np.bool_)):
         raise TypeError(f"mask_clipping={mask_clipping!r} is not allowed; use True or False")
-    if upsampling not in UPSAMPLING:
+    if upsampling not in UPSAMPLING + VOLUME_UPSAMPLING:
         raise ValueError(f"upsampling={upsampling!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}")
     if batch_size is not None and (not isinstance(batch_size, Integral) or isinstance(batch_size, bool)
                                    or batch_size < 1):
@@ -184,7 +196,10 @@ def occlusion_sensitivity(
     check_min_score(min_score)
     check_materialised(classifier.module)
 
-    x, is_signal = prepare_input(classifier, image)
+    x, is_signal = prepare_input(classifier, image, input_kind, volumes=True)
+    upsampling = resolve_upsampling(upsampling, x.ndim - 1)
+    if x.ndim == 4:  # a volume (C, D, H, W)
+        strategy = check_volume_options(strategy, segments, mask_value)
     spatial = tuple(x.shape[1:])
     mask_pair, stride_pair = resolve_sizes(spatial, mask_size, stride)
     grid = MaskGrid.build(spatial, mask_pair, stride_pair, bool(mask_clipping))
@@ -213,7 +228,7 @@ def occlusion_sensitivity(
     module = prepared_module(classifier.module, dev)
     # channels_last inputs speed convolutions up 1.3-1.6x on CPU and on tensor cores; the
     # weights keep their format (converting them would mean a copy on every call).
-    channels_last = not is_signal and any(isinstance(m, nn.Conv2d) for m in module.modules())
+    channels_last = not is_signal and x.ndim == 3 and any(isinstance(m, nn.Conv2d) for m in module.modules())
     job = _Sweep(classifier=classifier, module=module, x=x.to(dev), is_signal=is_signal, grid=grid,
                  mask_value=mask_value, upsampling=upsampling, output=output, layer=layer, batch=batch, device=dev,
                  channels_last=channels_last, precision=precision, strategy=strategy, positions=positions,
@@ -227,7 +242,7 @@ class _Sweep:
 
     classifier: ImageClassifier
     module: nn.Module
-    x: torch.Tensor  # (C, H, W) on ``device``; (C, 1, L) for a 1-D signal
+    x: torch.Tensor  # (C, H, W) on ``device``; (C, 1, L) for a 1-D signal; (C, D, H, W) for a volume
     is_signal: bool
     grid: MaskGrid
     mask_value: object

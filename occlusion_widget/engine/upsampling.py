@@ -7,20 +7,42 @@ import torch
 import torch.nn.functional as F
 
 UPSAMPLING = ("bicubic", "nearest", "none")
+#: The sweep's upsampling of a volume's (K, gd, gy, gx) grid. torch has no tricubic interpolation:
+#: "bicubic" (the default) on a volume means "trilinear", and the result's params say so.
+VOLUME_UPSAMPLING = ("trilinear", "nearest", "none")
 #: Upsampling methods for low-resolution maps of any method: the sweep's, plus "bilinear"
 #: (what Grad-CAM implementations use; cv2 INTER_LINEAR = torch align_corners=False).
 MAP_UPSAMPLING = ("bilinear",) + UPSAMPLING
 
-__all__ = ["MAP_UPSAMPLING", "UPSAMPLING", "upsample", "upsample_maps"]
+__all__ = ["MAP_UPSAMPLING", "UPSAMPLING", "VOLUME_UPSAMPLING", "resolve_upsampling", "upsample", "upsample_maps"]
 
 
-def upsample(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+def resolve_upsampling(method: str, n_axes: int) -> str:
+    """The upsampling a sweep of ``n_axes`` spatial axes uses for ``method``, or a clear error.
+
+    Images and signals take :data:`UPSAMPLING`; volumes :data:`VOLUME_UPSAMPLING`, with "bicubic"
+    (the default) meaning "trilinear". "trilinear" on an image is refused (use "bicubic").
+    """
+    if n_axes == 3:
+        method = "trilinear" if method == "bicubic" else method
+        if method not in VOLUME_UPSAMPLING:
+            raise ValueError(f"upsampling={method!r} is not allowed for a volume; use one of "
+                             f"{', '.join(map(repr, VOLUME_UPSAMPLING))} ('bicubic' means 'trilinear')")
+        return method
+    if method not in UPSAMPLING:
+        hint = " ('trilinear' is for volumes (C, D, H, W))" if method == "trilinear" else ""
+        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}{hint}")
+    return method
+
+
+def upsample(grid: np.ndarray, size: tuple[int, ...], method: str) -> np.ndarray:
     """(K, gy, gx) -> (K, H, W) by bicubic or nearest interpolation, like MATLAB's imresize.
 
+    A volume's (K, gd, gy, gx) -> (K, D, H, W) by trilinear or nearest interpolation
+    (:func:`resolve_upsampling`: "bicubic" means "trilinear" there).
     ``"none"`` returns the grid. Positions that are NaN stay NaN (nearest).
     """
-    if method not in UPSAMPLING:
-        raise ValueError(f"upsampling={method!r} is not allowed; use one of {', '.join(map(repr, UPSAMPLING))}")
+    method = resolve_upsampling(method, len(size))
     if method == "none":
         return grid.astype(np.float32, copy=True)
     nan = np.isnan(grid)
@@ -28,7 +50,8 @@ def upsample(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray
     if method == "nearest":
         out = F.interpolate(t, size=tuple(size), mode="nearest-exact")[0]
     else:
-        out = F.interpolate(t, size=tuple(size), mode="bicubic", align_corners=False)[0]
+        mode = "trilinear" if method == "trilinear" else "bicubic"
+        out = F.interpolate(t, size=tuple(size), mode=mode, align_corners=False)[0]
     out = out.numpy()
     if nan.any():
         holes = F.interpolate(torch.from_numpy(nan.astype(np.float32))[None], size=tuple(size), mode="nearest-exact")
