@@ -42,6 +42,8 @@ COMMANDS = list(dict.fromkeys(
 NOT_RUN = {
     "occlusion-widget demo": "starts a JupyterLab server and a browser; tests/test_cli.py::"
                              "test_demo_copies_the_quickstart_and_starts_jupyterlab_of_this_python covers it",
+    "occlusion-widget audit photos/ -o audit/": "needs a folder of photographs; tests/test_audit.py::test_cli_run runs "
+                                                "the same command on a generated folder",
 }
 
 #: Assertions appended to a block (keyed by one of its lines): what its comments promise.

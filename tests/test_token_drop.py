@@ -144,3 +144,43 @@ def test_unsupported_models_and_inputs_are_refused():
         token_drop_scores(net, x, torch.tensor([[0, 0, 16, 16]]), batch_size=0)
     with pytest.raises(ValueError, match="training mode"):
         token_drop_scores(net.train(), x, torch.tensor([[0, 0, 16, 16]]))
+
+
+def test_the_sweep_drops_tokens_with_mask_value_drop():
+    """``occlusion_sensitivity(..., mask_value="drop")``: every position's drop equals the model's score with
+    that box's patches removed from its tokens (token_drop_scores on the same snapped boxes)."""
+    from occlusion_widget import occlusion_sensitivity
+
+    net, x = seeded().eval(), image()
+    result = occlusion_sensitivity(net, x, top_k=2, mask_size=16, stride=16, mask_value="drop",
+                                   output="logit", batch_size=4)
+    assert result.params.mask_value == "drop" and result.params.strategy == "full"
+    boxes = torch.as_tensor(result.boxes.reshape(-1, 4))
+    with torch.no_grad():
+        base = net(x[None])[0]
+        scores = token_drop_scores(net, x, boxes)
+    expected = (base[torch.as_tensor(result.targets)][:, None] - scores[:, result.targets].T).reshape(result.grid.shape)
+    close(torch.as_tensor(result.grid), expected, rel=1e-4)
+    # Dropping is not painting: the grey-mask map of the same positions differs.
+    grey = occlusion_sensitivity(net, x, targets=list(result.targets), mask_size=16, stride=16, output="logit")
+    assert not np.allclose(grey.grid, result.grid, atol=1e-3 * np.abs(grey.grid).max())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"segments": "slic"}, "box masks"),
+    ({"mask_shape": "gaussian"}, "box masks"),
+    ({"strategy": "incremental"}, "strategy='auto' or 'full'"),
+])
+def test_drop_refuses_what_it_cannot_do(kwargs, message):
+    from occlusion_widget import occlusion_sensitivity
+
+    with pytest.raises(ValueError, match=message):
+        occlusion_sensitivity(seeded().eval(), image(), mask_value="drop", mask_size=16, stride=16, **kwargs)
+
+
+def test_drop_refuses_a_cnn():
+    from occlusion_widget import occlusion_sensitivity
+
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises((ValueError, TypeError), match="VisionTransformer|vision transformer|ViT"):
+        occlusion_sensitivity(cnn, torch.rand(3, 32, 32), mask_value="drop", mask_size=16, stride=16)

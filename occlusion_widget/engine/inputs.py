@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
-from typing import Callable, Sequence, Union
+from typing import Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classifier import ImageClassifier
+from .classifier import ImageClassifier, ImageLike
 
 OUTPUTS = ("probability", "logit")
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
-Output = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class ScoreFn(Protocol):
+    """Scores (N, K_all) of an input batch; ``from_output(raw, n)`` the same from an output already computed."""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    from_output: Callable[[object, int], torch.Tensor]
+
+
+Output = str | Callable[[torch.Tensor], torch.Tensor]
 
 
 #: ``input_kind=``: how a tensor's axes are read (:func:`input_kind_of`).
@@ -90,7 +100,7 @@ def prepare_input(classifier: ImageClassifier, image: object, input_kind: str = 
         if input_kind in ("volume", "signal"):
             raise ValueError(f"image: input_kind={input_kind!r} needs a tensor, {_FORMS[input_kind]}; "
                              f"got a {type(image).__name__}")
-        x = classifier.preprocess(image)
+        x = classifier.preprocess(cast(ImageLike, image))
     if not torch.isfinite(x).all():
         raise ValueError("image: the input holds NaN or infinite values")
     _check_channels(classifier.module, tuple(x.shape))
@@ -117,7 +127,7 @@ def _check_channels(module: nn.Module, shape: tuple[int, ...]) -> None:
     if found is None:  # no convolution: nothing to read the expected shape from
         return
     name, conv = found
-    c = int(conv.in_channels)
+    c = int(cast(int, conv.in_channels))
     expects = f"(C, L) = ({c}, L) 1-D signals" if isinstance(conv, nn.Conv1d) else f"(C, H, W) = ({c}, H, W) images"
     where = f"its first convolution {name!r} takes {c} input channel{'s' * (c != 1)}"
     if len(shape) == 4 or isinstance(conv, nn.Conv3d):
@@ -149,7 +159,7 @@ def resolve_device(device: object) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)  # type: ignore[arg-type]
+        dev = torch.device(cast(str, device))  # any other type raises TypeError, refused below
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -250,11 +260,15 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
                                 "whose output is a tensor (N, C, ...): pick one of its submodules")
             return act.reshape(act.shape[0], act.shape[1], -1).sum(dim=2) if act.ndim > 2 else act
 
-        return layer_scores, f"layer:{layer}"
+        def layer_from_output(_raw: object, _n: int) -> torch.Tensor:
+            raise TypeError("layer= scores come from a forward hook, not from the model's output")
+
+        layer_scores.from_output = layer_from_output  # type: ignore[attr-defined]
+        return cast(ScoreFn, layer_scores), f"layer:{layer}"
 
     if callable(output):
         def reduce_custom(raw: object, n: int) -> torch.Tensor:
-            scores = output(raw)
+            scores = output(cast(torch.Tensor, raw))
             if not isinstance(scores, torch.Tensor):
                 raise ValueError(f"output: the callable must return a (N, K) tensor for N={n} inputs, "
                                  f"got {describe_output(scores)}")
@@ -270,7 +284,7 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
             return reduce_custom(module(_model_view(batch, is_signal)), batch.shape[0])
 
         custom_scores.from_output = reduce_custom  # type: ignore[attr-defined]
-        return custom_scores, getattr(output, "__name__", "callable")
+        return cast(ScoreFn, custom_scores), getattr(output, "__name__", "callable")
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} is not allowed; use 'probability', 'logit' or a callable")
 
@@ -294,7 +308,7 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
         return reduce_classes(module(_model_view(batch, is_signal)), batch.shape[0])
 
     class_scores.from_output = reduce_classes  # type: ignore[attr-defined]
-    return class_scores, str(output)
+    return cast(ScoreFn, class_scores), str(output)
 
 
 def describe_output(out: object) -> str:

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from .classifier import ImageClassifier, as_classifier
-from .fills import MASK_SHAPES, resolve_occlusion_fill
+from .fills import MASK_SHAPES, Fill, resolve_occlusion_fill
 from .grid import MaskGrid, resolve_sizes
 from .incremental import STRATEGIES, make_incremental_score
-from .model_state import check_materialised, prepared_module
 from .inputs import Output, model_view, prepare_input, resolve_device, resolve_targets, score_function
+from .model_state import check_materialised, prepared_module
 from .regions import BoxOccluder, SegmentOccluder, describe_segments, resolve_segments, segment_boxes
 from .result import OcclusionParams, OcclusionResult
+from .structured_outputs import check_min_score, is_target_objects, resolve_structured
+from .token_drop import token_drop_model, token_drop_scores
 from .upsampling import UPSAMPLING, VOLUME_UPSAMPLING, resolve_upsampling
 from .volume import check_volume_options
-from .structured_outputs import check_min_score, is_target_objects, resolve_structured
 
 ProgressFn = Callable[[int, int, OcclusionResult], None]
 
@@ -96,9 +98,13 @@ def occlusion_sensitivity(
     mask_value : "auto", float, per-channel sequence, or "blur"
         "auto" is each channel's mean over the input (MATLAB's MaskValue);
         "blur" replaces the region with a blurred copy of the input.
-    mask_value : ... or "inpaint"
+    mask_value : ... or "inpaint" or "drop"
         "inpaint": each region filled in from its surroundings, per position
         (scikit-image's biharmonic inpainting; slower, no incremental path).
+        "drop" (vision transformers: torchvision ``VisionTransformer``, timm ViT/DeiT): the
+        patches under the mask leave the token sequence instead of being painted grey, which
+        a ViT never saw in training (Jain et al., ICLR 2022); masks grow outward to the patch
+        grid (:func:`~.token_drop.patch_aligned_boxes`), and the full path runs.
     mask_clipping : bool
         True: mask centres at 0, s, 2s, ...; edge masks are cut to the input.
         False: every mask is full size, corners at 0, s, 2s, ... (MATLAB's MaskClipping).
@@ -210,7 +216,7 @@ def occlusion_sensitivity(
                              "mask_shape='box' (the default)")
         if positions is not None:
             raise ValueError("positions= selects mask positions of the box grid; it does not apply with segments=")
-        occluder = SegmentOccluder(*resolve_segments(segments, x, n_segments), dev)
+        occluder: BoxOccluder | SegmentOccluder = SegmentOccluder(*resolve_segments(segments, x, n_segments), dev)
     else:
         occluder = BoxOccluder(grid, mask_shape, dev)
     if positions is not None:
@@ -226,6 +232,9 @@ def occlusion_sensitivity(
     # An eval-mode module on `dev` that shares the user's weights: the user's module keeps its
     # training flags, device and memory format, even while another thread uses it (model_state.py).
     module = prepared_module(classifier.module, dev)
+    drop = isinstance(mask_value, str) and mask_value == "drop"
+    if drop:
+        strategy = _check_token_drop(module, x, is_signal, segments, mask_shape, layer, strategy)
     # channels_last inputs speed convolutions up 1.3-1.6x on CPU and on tensor cores; the
     # weights keep their format (converting them would mean a copy on every call).
     channels_last = not is_signal and x.ndim == 3 and any(isinstance(m, nn.Conv2d) for m in module.modules())
@@ -269,6 +278,7 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
     dev, channels_last, precision, strategy, positions = (job.device, job.channels_last, job.precision,
                                                           job.strategy, job.positions)
     segmented = isinstance(occ, SegmentOccluder)
+    segment_occ = occ if isinstance(occ, SegmentOccluder) else None  # the same object, typed for its fields
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     x_in = x[None].contiguous(memory_format=torch.channels_last) if channels_last else x[None]
     structured = None
@@ -299,7 +309,9 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
     if segmented:  # "blur": sigma from the mean segment's side
         side = max(1, int(round((x.shape[1] * x.shape[2] / occ.size) ** 0.5)))
         fill_size = (min(side, x.shape[1]), min(side, x.shape[2]))
-    fill = resolve_occlusion_fill(mask_value, x, fill_size)
+    drop = isinstance(mask_value, str) and mask_value == "drop"
+    # "drop": a ViT's occluded patches leave its token sequence (no fill); the result's fill is the input.
+    fill = Fill(None, "drop") if drop else resolve_occlusion_fill(mask_value, x, cast("tuple[int, int]", fill_size))
     if not torch.isfinite(base_all).all():
         bad = torch.nonzero(~torch.isfinite(base_all)).flatten().tolist()
         raise ValueError(f"{source} returned NaN/inf scores on the unoccluded input: score indices "
@@ -310,15 +322,17 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
     base = base_all[target_t]
     n_top = min(TOP_OUTPUTS, base_all.numel())
     base_top = base_all.topk(n_top)
-    hard_boxes = not segmented and occ.mask_shape == "box" and not fill.per_position
+    hard_boxes = not segmented and occ.mask_shape == "box" and not fill.per_position and not drop
     if not hard_boxes and strategy == "incremental":
         raise ValueError("strategy='incremental' needs box masks with one fill for every position; with "
                          "mask_shape='gaussian', mask_value='inpaint' or segments= use strategy='auto' or 'full'")
     if not hard_boxes or (structured is not None and strategy == "auto"):
         strategy = "full"  # segmenters and detectors: nothing to gain from tracing them
-    incremental = make_incremental_score(module, x, fill.value, output, strategy=strategy,
-                                         mask_size=grid.mask_size, layer=layer, is_signal=is_signal,
-                                         precision=precision)
+    incremental = None
+    if hard_boxes and fill.value is not None:
+        incremental = make_incremental_score(module, x, fill.value, output, strategy=strategy,
+                                             mask_size=cast("tuple[int, int]", grid.mask_size), layer=layer,
+                                             is_signal=is_signal, precision=precision)
     used = "full" if incremental is None else "incremental"
 
     order = occ.order()
@@ -340,7 +354,7 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
             values = np.where(comp, raw_values, np.nan).astype(np.float32)
         else:
             values = raw_values if complete else occ.partial(raw_values, comp)
-        maps = occ.maps(values, x.shape[1:], upsampling)
+        maps = occ.maps(values, cast("tuple[int, int]", tuple(x.shape[1:])), upsampling)
         params = OcclusionParams(
             mask_size=(grid.mask_size[1],) if is_signal else grid.mask_size,
             stride=(grid.stride[1],) if is_signal else grid.stride,
@@ -349,7 +363,8 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
             mask_shape=occ.mask_shape, segments=describe_segments(job.segments, occ.size),
         )
         if segmented:
-            boxes = segment_boxes(occ.index, occ.size)
+            assert segment_occ is not None
+            boxes = segment_boxes(segment_occ.index, occ.size)
         else:
             boxes = grid.boxes[0][:, [1, 3]] if is_signal else grid.boxes.copy()
         n_pos = occ.shape[1] if row_axis else None
@@ -364,8 +379,8 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
             top_ids=per_position(top_ids).copy(), top_scores=per_position(top_scores).copy(),
             base_top_ids=base_top.indices.cpu().numpy().astype(np.int64),
             base_top_scores=base_top.values.float().cpu().numpy(),
-            segments=(occ.index[0] if is_signal else occ.index.copy()) if segmented else None,
-            extra={"segment_ids": occ.ids.copy()} if segmented else {},
+            segments=None if segment_occ is None else (segment_occ.index[0] if is_signal else segment_occ.index.copy()),
+            extra={} if segment_occ is None else {"segment_ids": segment_occ.ids.copy()},
         )
 
     while done < len(order):
@@ -375,6 +390,10 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         try:
             if incremental is not None:
                 scores = incremental(occ.boxes(idx))
+            elif drop:
+                with autocast:
+                    scores = token_drop_scores(module, x, occ.boxes(idx), reduce=network_score.from_output,
+                                               batch_size=batch).float()
             else:
                 occluded = fill.occlude(x, occ.weights(idx))
                 if channels_last:
@@ -406,6 +425,18 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         if progress is not None:
             progress(done, len(order), result(complete=done == len(order)))
     return result(complete=True)
+
+
+def _check_token_drop(module: nn.Module, x: torch.Tensor, is_signal: bool, segments: object, mask_shape: str,
+                      layer: str | None, strategy: str) -> str:
+    """Refuse what ``mask_value="drop"`` cannot do, before any forward pass; the strategy it runs with."""
+    if is_signal or x.ndim != 3 or segments is not None or mask_shape != "box" or layer is not None:
+        raise ValueError("mask_value='drop' removes a vision transformer's patch tokens: it needs an image (C, H, W), "
+                         "box masks (mask_shape='box', no segments=) and class scores (no layer=)")
+    if strategy == "incremental":
+        raise ValueError("mask_value='drop' runs the transformer on fewer tokens; use strategy='auto' or 'full'")
+    token_drop_model(module)  # raises, naming the supported models, for anything else
+    return "full"
 
 
 def _occlude(x: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
