@@ -82,19 +82,34 @@ CALLS = {
 }
 
 
+GRADIENT_METHODS = ("saliency", "smoothgrad", "grad_cam")
+TARGET_HINT = r"SegmentationTarget\(label\)\] or targets=\[DetectionTarget\(box, label\)\]"
+
+
 @pytest.mark.parametrize("method", list(CALLS))
-def test_dict_output_says_what_it_was_and_how_to_reduce_it(image, method):
-    with pytest.raises(TypeError, match=r"^" + method + r": the model returned a dict with keys \['out', 'aux'\].*output="):
-        CALLS[method](Segmenter(), image)
-    # ... and with output= reducing it, the method works.
+def test_dict_output_with_class_indices_says_what_it_was_and_how_to_explain_it(image, method):
+    """Class indices cannot score a segmenter's dict: the error names what it returned and the way out
+    (SegmentationTarget for the gradient methods, output= for the curves); output= reducing it works."""
+    hint = TARGET_HINT if method in GRADIENT_METHODS else "output="
+    with pytest.raises(TypeError, match=r"^" + method + r": the model returned a dict with keys \['out', 'aux'\].*" + hint):
+        CALLS[method](Segmenter(), image, **({"targets": [0]} if method in GRADIENT_METHODS else {}))
     CALLS[method](Segmenter(), image, output=mean_out)
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_a_segmenter_without_targets_explains_its_predicted_classes(image, method):
+    result = CALLS[method](Segmenter(), image)
+    predicted = Segmenter()(image[None])["out"].argmax(dim=1)[0]
+    assert len(result.labels) == len(predicted.unique()) and "% of pixels" in result.labels[0]
+    assert result.maps.shape == (len(result.labels), 8, 8) and np.isfinite(result.maps).all()
 
 
 @pytest.mark.parametrize("method", list(CALLS))
 def test_list_of_dicts_output(image, method):
-    match = r"a list of \d+ dicts with keys \['boxes', 'labels', 'scores'\].*output="
+    hint = TARGET_HINT if method in GRADIENT_METHODS else "output="
+    match = r"a list of \d+ dicts with keys \['boxes', 'labels', 'scores'\].*" + hint
     with pytest.raises(TypeError, match=match):
-        CALLS[method](Detector(), image)
+        CALLS[method](Detector(), image, **({"targets": [0]} if method in GRADIENT_METHODS else {}))
 
 
 def test_compare_methods_has_no_output_parameter_and_says_so(image):

@@ -189,7 +189,8 @@ _SPECS = (
         "occlusion", "Occlusion", "Occlusion sensitivity",
         "How much the class score drops when a square around each pixel is masked",
         occlusion_sensitivity, "perturbation", signed=True, streams=True, default_output="probability",
-        display_params=("upsampling",), hidden=("positions",),
+        # Python only: positions= (a bool grid) and input_kind= (image / signal / volume: read from the model).
+        display_params=("upsampling",), hidden=("positions", "input_kind"),
         reference="Zeiler & Fergus 2014",
         params=(
             MethodParam("mask_size", "auto", "size", "Mask side in pixels: 'auto' (20% of the input), N or (h, w).",
@@ -223,10 +224,11 @@ _SPECS = (
         "grad_cam", "Grad-CAM", "Grad-CAM",
         "Grad-CAM: a conv layer's channels weighted by the class gradient (coarse, class-specific)",
         grad_cam, "gradient", signed=False, streams=False, default_output="logit", images_only=True,
-        display_params=("upsampling",), reference="Selvaraju et al. 2017",
+        # Python only: reshape_transform= (a callable for token layers; resolved from the model otherwise).
+        display_params=("upsampling",), hidden=("reshape_transform",), reference="Selvaraju et al. 2017",
         params=(
-            MethodParam("layer", None, "layer", "The conv layer; None: the last layer with spatial extent.",
-                        nullable=True, trait="gradcam_layer"),
+            MethodParam("layer", None, "layer", "The layer (conv or transformer tokens); None: the last spatial "
+                        "layer, or a ViT's last block's first norm.", nullable=True, trait="gradcam_layer"),
             _MIN_SCORE,
             _output("logit", "gradient_output"),
             MethodParam("upsampling", "bilinear", "choice", "How maps are made from the layer's grid.",
