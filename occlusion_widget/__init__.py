@@ -1,4 +1,4 @@
-"""occlusion-widget: occlusion sensitivity maps for PyTorch image classifiers, live in Jupyter."""
+"""occlusion-widget: occlusion sensitivity maps for PyTorch vision models, live in Jupyter."""
 
 from . import render  # noqa: E402,F401  registers a result's Jupyter figure (the engine imports no render)
 from .engine import (
@@ -62,4 +62,25 @@ __all__ = [
     "load_default_model",
     "occlusion_sensitivity",
     "sample_image",
+    "Audit",
+    "AuditWidget",
+    "audit",
+    "compare_audits",
 ]
+
+# The dataset audit needs pandas, pyarrow and zarr (the [audit] extra): imported on first use only.
+_LAZY = {"audit": "occlusion_widget.audit", "Audit": "occlusion_widget.audit", "compare_audits": "occlusion_widget.audit",
+         "AuditWidget": "occlusion_widget.audit.gallery"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ImportError as exc:
+            raise ImportError(f"occlusion_widget.{name} needs the audit extra: pip install 'occlusion-widget[audit]' "
+                              f"({exc})") from exc
+        return getattr(module, name)
+    raise AttributeError(f"module 'occlusion_widget' has no attribute {name!r}")
