@@ -5,10 +5,10 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers import CountingModule, LinearScore, small_cnn
 from torch import nn
 
 from occlusion_widget import from_torchvision, occlusion_sensitivity
-from helpers import CountingModule, LinearScore, small_cnn
 
 
 def test_forward_batches_do_not_grow_with_targets():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import small_cnn
 
 from occlusion_widget import occlusion_sensitivity
-from helpers import small_cnn
 
 captum_attr = pytest.importorskip("captum.attr")
 

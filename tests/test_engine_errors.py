@@ -4,10 +4,10 @@ and inputs it must accept (numpy integers)."""
 import numpy as np
 import pytest
 import torch
+from helpers import small_cnn
 from torch import nn
 
 from occlusion_widget import occlusion_sensitivity
-from helpers import small_cnn
 
 
 class DictOutput(nn.Module):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import LinearScore
 
 from occlusion_widget import occlusion_sensitivity
-from helpers import LinearScore
 
 
 def hand_spans(n: int, m: int, s: int, clipping: bool) -> list[tuple[int, int]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import LinearScore
 from skimage.restoration import inpaint_biharmonic
 
-from helpers import LinearScore
 from occlusion_widget import occlusion_sensitivity
 from occlusion_widget.engine.fills import gaussian_window, inpaint
 

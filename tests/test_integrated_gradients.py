@@ -41,7 +41,8 @@ def test_equals_captum_for_two_targets(x, rule, baseline):
     model = Tiny().eval()
     if baseline == "tensor":
         baseline = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(7))
-    full = baseline if isinstance(baseline, torch.Tensor) else torch.as_tensor(baseline, dtype=torch.float32).view(-1, 1, 1).expand(3, 32, 32)
+    full = (baseline if isinstance(baseline, torch.Tensor)
+            else torch.as_tensor(baseline, dtype=torch.float32).view(-1, 1, 1).expand(3, 32, 32))
     result = integrated_gradients(model, x, [2, 5], baseline=baseline, steps=23, rule=rule, batch_size=5, device="cpu")
     assert result.method == "integrated_gradients" and result.targets.tolist() == [2, 5]
     assert result.n_forward == 1 + 5  # input and baseline together, then ceil(23 / 5) batches

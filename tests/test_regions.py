@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import FeatureAblation
-
 from helpers import CountingModule, small_cnn
+
 from occlusion_widget import occlusion_sensitivity
 
 

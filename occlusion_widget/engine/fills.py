@@ -61,6 +61,7 @@ def gaussian_window(starts: torch.Tensor, sizes: tuple[int, ...], shape: tuple[i
         view[axis + 1] = shape[axis]
         weight = weight.view(view)
         window = weight if window is None else window * weight
+    assert window is not None, "a grid has at least one spatial axis"
     return window
 
 

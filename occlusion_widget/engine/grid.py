@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def resolve_pair(
         sizes = tuple(int(v) for v in value)
     else:
         raise TypeError(f"{name}={value!r} is not allowed; use 'auto', a positive int or {article} {form} of ints")
-    sizes = tuple(1 if n == 1 else v for v, n in zip(sizes, spatial_shape))
+    sizes = tuple(1 if n == 1 else v for v, n in zip(sizes, spatial_shape, strict=True))
     if min(sizes) <= 0:
         raise ValueError(f"{name}={value!r} must be positive (>= 1) along each axis")
     return sizes
@@ -105,7 +106,7 @@ def resolve_sizes(
 
 
 def _check_fits(mask: tuple[int, ...], shape: tuple[int, ...]) -> None:
-    for m, n in zip(mask, shape):
+    for m, n in zip(mask, shape, strict=True):
         if m > n:
             raise ValueError(
                 f"mask_size={tuple(mask)} is larger than the input {tuple(shape)}; allowed: 1..{n} along that axis"
@@ -140,7 +141,7 @@ def mask_box(
     if len(mask_size) != 2 or not all(isinstance(m, Integral) and not isinstance(m, bool) and m >= 1 for m in mask_size):
         raise ValueError(f"mask_size={tuple(mask_size)!r} is not allowed; use positive ints (h, w)")
     out = []
-    for c, m, n in zip(center_yx, mask_size, shape):
+    for c, m, n in zip(center_yx, mask_size, shape, strict=False):
         n = int(n)
         c = min(max(float(c), 0.0), n - 1.0)
         m = min(int(m), n)
@@ -198,12 +199,12 @@ class MaskGrid:
         mask_size: tuple[int, ...],
         stride: tuple[int, ...],
         clipping: bool,
-    ) -> "MaskGrid":
+    ) -> MaskGrid:
         if not len(spatial_shape) == len(mask_size) == len(stride):
             raise ValueError(f"MaskGrid: spatial_shape {tuple(spatial_shape)}, mask_size {tuple(mask_size)} and "
                              f"stride {tuple(stride)} must have one value per axis")
         _check_fits(tuple(mask_size), tuple(spatial_shape))
-        spans = [axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride)]
+        spans = [axis_spans(n, m, s, clipping) for n, m, s in zip(spatial_shape, mask_size, stride, strict=True)]
         n_axes = len(spans)
         counts = tuple(len(starts) for starts, _ in spans)
         boxes = np.empty((*counts, 2 * n_axes), dtype=np.int64)
@@ -222,7 +223,7 @@ class MaskGrid:
     @property
     def shape(self) -> tuple[int, ...]:
         """(gy, gx) or (gd, gy, gx): the number of positions along each axis."""
-        return self.boxes.shape[:-1]  # type: ignore[return-value]
+        return self.boxes.shape[:-1]
 
     @property
     def size(self) -> int:
@@ -237,7 +238,7 @@ class MaskGrid:
         n = self.ndim
         starts = self.boxes[..., :n].copy()
         if self.clipping:
-            for axis, (g, s, m) in enumerate(zip(self.shape, self.stride, self.mask_size)):
+            for axis, (g, s, m) in enumerate(zip(self.shape, self.stride, self.mask_size, strict=True)):
                 view = [1] * n
                 view[axis] = -1
                 starts[..., axis] = (np.arange(g) * s - m // 2).reshape(view)
@@ -279,13 +280,15 @@ def fill_from_coarse(grid: np.ndarray, computed: np.ndarray) -> np.ndarray:
     # The finest step whose whole lattice is done.
     done_step = None
     for step in sorted(lattice_steps(shape)):
-        if computed[(slice(None, None, step),) * len(shape)].all():
+        every_step: tuple[slice, ...] = (slice(None, None, step),) * len(shape)
+        if computed[every_step].all():
             done_step = step
             break
     if done_step is None:
         return out
     snapped = np.ix_(*(_snap(np.arange(n), done_step, n) for n in shape))
-    coarse = out[(slice(None), *snapped)]
+    every_map: tuple[Any, ...] = (slice(None), *snapped)  # numpy's stubs reject slice + index arrays
+    coarse = out[every_map]
     return np.where(computed, out, coarse)
 
 
@@ -306,8 +309,9 @@ def box_mean(values: np.ndarray, boxes: np.ndarray, shape: tuple[int, ...]) -> n
     # cumulative sum then spreads v over exactly the box.
     for corner in np.ndindex(*(2,) * n):
         sign = (-1) ** sum(corner)
-        where = tuple(boxes[:, axis + n * c] for axis, c in enumerate(corner))
-        np.add.at(total, (slice(None), *where), sign * values)
+        where: tuple[np.ndarray, ...] = tuple(boxes[:, axis + n * c] for axis, c in enumerate(corner))
+        every_map: tuple[Any, ...] = (slice(None), *where)  # numpy's stubs reject slice + index arrays
+        np.add.at(total, every_map, sign * values)
         np.add.at(count, where, sign)
     for axis in range(n):
         total, count = total.cumsum(axis + 1), count.cumsum(axis)

@@ -63,6 +63,7 @@ class BoxOccluder:
             view[axis + 1] = coord.numel()
             along = along.view(view)
             inside = along if inside is None else inside & along
+        assert inside is not None, "a grid has at least one spatial axis"
         return inside
 
     def partial(self, values: np.ndarray, computed: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class OcclusionParams:
 
     mask_size: tuple[int, ...]
     stride: tuple[int, ...]
-    mask_value: Union[np.ndarray, str]
+    mask_value: np.ndarray | str
     mask_clipping: bool
     upsampling: str
     output: str
@@ -54,10 +55,10 @@ class ImportantRegion:
 
 # Draws a result as PNG bytes for Jupyter. The engine draws nothing itself (it imports nothing
 # above it); occlusion_widget.render registers its figure here when the package is imported.
-_png_renderer: Callable[["MapResult"], bytes] | None = None
+_png_renderer: Callable[[MapResult], bytes] | None = None
 
 
-def set_png_renderer(renderer: Callable[["MapResult"], bytes] | None) -> None:
+def set_png_renderer(renderer: Callable[[MapResult], bytes] | None) -> None:
     """Make ``renderer(result) -> PNG bytes`` the figure a result shows in Jupyter (``_repr_png_``).
 
     :mod:`occlusion_widget.render` registers :func:`~occlusion_widget.render.figure_png` on
@@ -159,7 +160,7 @@ class MapResult:
             raise ValueError(f"target {target} is not among the result's targets {np.asarray(self.targets).tolist()}")
         return np.asarray(self.maps)[int(hits[0])]
 
-    def with_upsampling(self, upsampling: str) -> "MapResult":
+    def with_upsampling(self, upsampling: str) -> MapResult:
         """The same result with ``maps`` made from ``grid`` by another method (one of :data:`MAP_UPSAMPLING`)."""
         if self.is_signal:
             maps = upsample_maps(self.grid[:, None], (1, self.image.shape[-1]), upsampling)[:, 0]
@@ -340,6 +341,7 @@ class OcclusionResult(MapResult):
         values = np.where(self.computed, self.grid[k], -np.inf)
         j = int(np.argmax(values))
         image = self.image[:, None] if self.is_signal else self.image
+        assert self.segments is not None, "only called for a result computed with segments="
         inside = (self.segments == j).reshape(image.shape[1:]).astype(np.float32)
         occluded = self._occluded(image, inside)
         return ImportantRegion(
@@ -372,10 +374,10 @@ class OcclusionResult(MapResult):
             (ix,) = region.index
             return 0, (ix * p.stride[0] if p.mask_clipping else int(region.box[0]) + p.mask_size[0] // 2)
         if p.mask_clipping:
-            return tuple(i * s for i, s in zip(region.index, p.stride))  # type: ignore[return-value]
-        return tuple(int(b) + m // 2 for b, m in zip(region.box, p.mask_size))  # type: ignore[return-value]
+            return tuple(i * s for i, s in zip(region.index, p.stride, strict=False))  # type: ignore[return-value]
+        return tuple(int(b) + m // 2 for b, m in zip(region.box, p.mask_size, strict=False))  # type: ignore[return-value]
 
-    def with_upsampling(self, upsampling: str) -> "OcclusionResult":
+    def with_upsampling(self, upsampling: str) -> OcclusionResult:
         """The same result with ``maps`` made by another upsampling method (one of :data:`UPSAMPLING`).
 
         With ``segments=`` the maps paint the segments whatever the method (only ``params`` changes).

@@ -3,7 +3,7 @@ path for boxes the caller chooses (the widget's mask preview), without a sweep."
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ def score_occluded(
     classifier = as_classifier(model)
     check_materialised(classifier.module)
     x, is_signal = prepare_input(classifier, image)
-    spatial = tuple(x.shape[1:])
+    spatial = (x.shape[1], x.shape[2])  # prepare_input gives (C, H, W); a signal is (C, 1, L)
     box_array = _check_boxes(boxes, spatial, is_signal)
     mask, _ = resolve_sizes(spatial, (1, mask_size) if is_signal and not isinstance(mask_size, str) else mask_size)
     dev = resolve_device(device)

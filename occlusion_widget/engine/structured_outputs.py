@@ -11,13 +11,14 @@ and, when the targets are target objects (or None with such an output), builds t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 
-from .targets import Target, TargetsOutput, default_targets, targets_output
+from .targets import SegmentationTarget, Target, TargetsOutput, default_targets, targets_output
 from .targets_adapters import output_kind
 
 __all__ = ["StructuredTargets", "TARGET_HINT", "check_min_score", "is_target_objects", "resolve_structured"]
@@ -135,7 +136,7 @@ def resolve_structured(raw: object, targets: object, output: object, top_k: int 
     if objects:
         if top_k is not None:
             raise ValueError("targets and top_k: give one of them, not both")
-        chosen = [targets] if isinstance(targets, Target) else list(targets)
+        chosen = [targets] if isinstance(targets, Target) else list(cast(Iterable[Target], targets))
         if kind is None:
             raise TypeError(f"{method}: targets={chosen[0]!r} needs a segmenter's output ((N, C, H, W) class scores "
                             "or a dict with 'out') or a detector's (a list of dicts with 'boxes', 'labels', "
@@ -152,7 +153,7 @@ def resolve_structured(raw: object, targets: object, output: object, top_k: int 
         chosen = default_targets(raw, kind, min_score, top_k)
         if kind == "segmentation" and output in ("probability", "logit"):
             for t in chosen:  # fresh objects: the method's score kind applies to its default targets
-                t.output = output
+                cast(SegmentationTarget, t).output = output
         if not chosen:
             raise ValueError(f"{method}: targets=None and the detector finds nothing with score >= "
                              f"min_score={min_score}; lower min_score or pass targets=[DetectionTarget(box, label)]")

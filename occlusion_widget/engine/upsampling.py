@@ -52,11 +52,11 @@ def upsample(grid: np.ndarray, size: tuple[int, ...], method: str) -> np.ndarray
     else:
         mode = "trilinear" if method == "trilinear" else "bicubic"
         out = F.interpolate(t, size=tuple(size), mode=mode, align_corners=False)[0]
-    out = out.numpy()
+    maps = out.numpy()
     if nan.any():
         holes = F.interpolate(torch.from_numpy(nan.astype(np.float32))[None], size=tuple(size), mode="nearest-exact")
-        out[holes[0].numpy() > 0.5] = np.nan
-    return out
+        maps[holes[0].numpy() > 0.5] = np.nan
+    return maps
 
 
 def upsample_maps(grid: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..engine.inputs import Output, ScoreFn, model_view, prepare_input, resolve_device, score_function
-from ..engine.structured_outputs import check_min_score, is_target_objects, resolve_structured
-from ..engine.model_state import check_materialised, prepared_module
 from ..engine.classifier import ImageClassifier, as_classifier
+from ..engine.inputs import Output, model_view, prepare_input, resolve_device, score_function
+from ..engine.model_state import check_materialised, prepared_module
 from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps  # noqa: F401 (re-exported)
+from ..engine.structured_outputs import check_min_score, is_target_objects, resolve_structured
 
-ProgressFn = Callable[[int, int, Optional[MapResult]], None]
+ProgressFn = Callable[[int, int, MapResult | None], None]
 
 
 class Cancelled(Exception):
@@ -96,7 +97,7 @@ class Prepared:
 
 
 def structured_targets(p: Prepared, targets: object, top_k: int | None, output: Output, min_score: float,
-                       method: str) -> tuple[Output, object, int | None]:
+                       method: str) -> tuple[Output, Any, int | None]:
     """Segmenters and detectors: ``(output, targets, top_k)`` for the method to use.
 
     Target objects (``SegmentationTarget`` / ``DetectionTarget``), or ``targets=None`` with a model whose
@@ -212,7 +213,7 @@ class _OutputGuard(nn.Module):
 
 
 def scorer(module: nn.Module, output: Output, is_signal: bool, method: str,
-           reducible: bool = True) -> tuple[ScoreFn, str]:
+           reducible: bool = True) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """The engine's score function, with the model's output and the scores checked.
 
     Returns ``score(batch) -> (N, K)`` float scores, all finite, K >= 1, and the
@@ -268,8 +269,9 @@ def no_grad_message(method: str) -> str:
 
 def map_for(result: object, target: int) -> np.ndarray:
     """The (H, W) map of ``target`` in an OcclusionResult or AttributionResult."""
-    targets = np.asarray(getattr(result, "targets"))
+    duck: Any = result  # any result with .targets and .maps (duck-typed, as before)
+    targets = np.asarray(duck.targets)
     hits = np.flatnonzero(targets == int(target))
     if hits.size == 0:
         raise ValueError(f"target {target} is not among the result's targets {targets.tolist()}")
-    return np.asarray(getattr(result, "maps"))[int(hits[0])]
+    return np.asarray(duck.maps)[int(hits[0])]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -220,7 +221,7 @@ def comparison_figure(comparison: Comparison, cmap: str = "inferno", alpha: floa
     fig = Figure(figsize=(3.2 * n, 6.4 if curves else 3.4), layout="constrained")
     axes = fig.subplots(2 if curves else 1, n, squeeze=False)
     rgb = np.clip(np.moveaxis(comparison.image, 0, -1), 0, 1)
-    for ax, method in zip(axes[0], methods):
+    for ax, method in zip(axes[0], methods, strict=True):
         m = comparison.map(method)
         signed = is_signed(comparison.results[method])
         limit = colour_limit(m, signed, percentile)
@@ -232,7 +233,7 @@ def comparison_figure(comparison: Comparison, cmap: str = "inferno", alpha: floa
         ax.set_title(f"{title}\ndel {c.deletion_auc:.3f}  ins {c.insertion_auc:.3f}", fontsize=10)
         ax.set_axis_off()
     if curves:
-        for ax, method in zip(axes[1], methods):
+        for ax, method in zip(axes[1], methods, strict=True):
             c = comparison.table.curves[method]
             ax.plot(c.fractions, c.deletion_scores, label="deletion", color="tab:red")
             ax.plot(c.fractions, c.insertion_scores, label="insertion", color="tab:green")

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
 from ..engine.grid import resolve_pair
 from ..engine.inputs import Output, resolve_fill
-from ..engine.sweep import DEFAULT_BATCH
 from ..engine.structured_outputs import is_target_objects
-from .common import (check_callbacks, check_cancel, check_class_index, check_positive_int, map_for, prepared, scorer,
-                     structured_targets)
+from ..engine.sweep import DEFAULT_BATCH
+from .common import (
+    check_callbacks,
+    check_cancel,
+    check_class_index,
+    check_positive_int,
+    map_for,
+    prepared,
+    scorer,
+    structured_targets,
+)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -23,12 +23,13 @@ calls the function, which validates values and says what is allowed.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
+from ..engine.fills import MASK_SHAPES
 from ..engine.incremental import STRATEGIES
 from ..engine.inputs import OUTPUTS
-from ..engine.fills import MASK_SHAPES
 from ..engine.result import UPSAMPLING
 from ..engine.sweep import PRECISIONS, occlusion_sensitivity
 from .common import MAP_UPSAMPLING
