@@ -257,7 +257,8 @@ def test_pointing_game(tmp_path):
     # COCO: [x, y, w, h] keyed by file name.
     coco = {"images": [{"id": 1, "file_name": "square.png"}], "annotations": [{"image_id": 1, "bbox": [30, 18, 12, 12]}]}
     (tmp_path / "coco.json").write_text(json.dumps(coco))
-    b = audit(model, [str(tmp_path / "data" / "bright" / "square.png")], out=tmp_path / "coco", annotations=tmp_path / "coco.json", progress=False,
+    b = audit(model, [str(tmp_path / "data" / "bright" / "square.png")], out=tmp_path / "coco",
+              annotations=tmp_path / "coco.json", progress=False,
               mask_size=6, stride=2, mask_value=0.0)
     assert b.table["energy_inside"].iloc[0] == pytest.approx(t["energy_inside"].iloc[1], rel=1e-9)
     with pytest.raises(ValueError, match="needs true labels"):
@@ -273,7 +274,7 @@ def test_aggregates_and_faithfulness(folder, tmp_path):
         rows = [occlusion_sensitivity(model, p, **SWEEP).maps[0] for p in t.loc[t["target_name"] == name, "path"]]
         assert_close(mean, np.mean(rows, axis=0), rtol=1e-5)
     wrong = a.misclassified()
-    assert (wrong["correct"] == False).all() and wrong["confidence"].is_monotonic_decreasing
+    assert wrong["correct"].eq(False).all() and wrong["confidence"].is_monotonic_decreasing
     curve = deletion_insertion(model, t["path"].iloc[2], a.map(2), int(t["target"].iloc[2]))
     assert t["deletion_auc"].iloc[2] == pytest.approx(curve.deletion_auc, rel=1e-5)
     f = a.faithfulness()

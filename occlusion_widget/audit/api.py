@@ -73,7 +73,7 @@ def _annotations_sha1(table: dict[str, list]) -> str | None:
 
 def check_targets(targets: Any, n_classes: int | None) -> str | int:
     if isinstance(targets, Integral) and not isinstance(targets, bool):
-        if targets < 1 or (n_classes is not None and targets > n_classes):
+        if int(targets) < 1 or (n_classes is not None and int(targets) > n_classes):
             raise ValueError(f"targets={targets} is not allowed; use 1..{n_classes or 'classes'} for the top-k classes")
         return int(targets)
     if targets not in TARGETS:

@@ -147,12 +147,12 @@ def save_figure(result: Any, path: Path, classes: int = 6, wrong: int = 4) -> No
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (name, m) in zip(axes[0], means):
+    for ax, (name, m) in zip(axes[0], means, strict=False):  # more columns than means when worst is wider
         v = float(np.abs(m).max()) or 1.0
         ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
         ax.set_title(f"{name[:18]} (mean)", fontsize=8)
     if len(worst):
-        for ax, (i, row) in zip(axes[1], worst.iterrows()):
+        for ax, (i, row) in zip(axes[1], worst.iterrows(), strict=False):
             pos = t.index.get_loc(i)
             m = result.map(pos)
             v = float(np.abs(m).max()) or 1.0

@@ -90,8 +90,8 @@ class Source:
             raise TypeError(f"data: expected a folder, a list of paths or a map-style dataset (__len__ and "
                             f"__getitem__), got {type(data).__name__}")
         self.labels = list(labels) if labels else None
-        classes = getattr(data, "classes", None) if self.dataset is not None else None
-        self.classes = list(classes) if classes is not None else None
+        named = getattr(data, "classes", None) if self.dataset is not None else None
+        self.classes = list(named) if named is not None else None
 
     def __len__(self) -> int:
         return len(self.dataset) if self.dataset is not None else len(self.files)
@@ -158,7 +158,7 @@ def load_annotations(annotations: Any) -> dict[str, list]:
         for key, value in annotations.items():
             if isinstance(value, np.ndarray) and value.dtype == bool:
                 value = [value]
-            shapes = []
+            shapes: list[np.ndarray | list[float]] = []
             for v in value:
                 arr = np.asarray(v)
                 if arr.dtype == bool and arr.ndim == 2:

@@ -74,12 +74,13 @@ def run_ray(model: Any, source: Source, todo: list[int], cfg: Config, store: Sto
         gpus = int(resources.get("GPU", 0))
         use_gpu = gpus > 0
         n = num_workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1))))
+        per_actor: dict[str, Any] = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
         ds = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=min(len(todo), 4 * n))
         out = ds.map_batches(
             AuditActor, batch_size=IMAGES_PER_TASK, compute=ray.data.ActorPoolStrategy(size=n),
             fn_constructor_kwargs={"model": model, "source": source, "cfg": cfg, "out": str(store.root),
                                    "use_gpu": use_gpu},
-            **({"num_gpus": 1} if use_gpu else {"num_cpus": 1}),
+            **per_actor,
         )
         bar = None
         if progress:

@@ -139,7 +139,7 @@ class Audit:
         t = self.table
         if t["correct"].isna().all():
             raise ValueError("misclassified() needs true labels: audit an ImageFolder or a dataset of (image, label)")
-        return t[t["correct"] == False].sort_values("confidence", ascending=False, kind="stable")
+        return t[t["correct"].eq(False)].sort_values("confidence", ascending=False, kind="stable")
 
     def right_for_wrong_reasons(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` correct predictions with the least positive evidence on the object (needs annotations)."""
@@ -149,7 +149,7 @@ class Audit:
         if t["correct"].isna().all():
             raise ValueError("right_for_wrong_reasons() needs true labels: audit an ImageFolder or a dataset of "
                              "(image, label)")
-        ok = t[(t["correct"] == True) & t["energy_inside"].notna()]
+        ok = t[t["correct"].eq(True) & t["energy_inside"].notna()]
         return ok.sort_values("energy_inside", kind="stable").head(int(n))
 
     def faithfulness(self) -> pd.DataFrame:
@@ -182,5 +182,5 @@ def compare_audits(a: Audit, b: Audit, names: tuple[str, str] = ("a", "b")) -> p
         raise ValueError("compare_audits: the audits share no (image_id, target); audit the same images with the "
                          "same targets (e.g. targets='label')")
     ra, rb = f"row_{names[0]}", f"row_{names[1]}"
-    joined["map_agreement"] = [pearson(a.map(int(i)), b.map(int(j))) for i, j in zip(joined[ra], joined[rb])]
+    joined["map_agreement"] = [pearson(a.map(int(i)), b.map(int(j))) for i, j in zip(joined[ra], joined[rb], strict=True)]
     return joined

@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -148,13 +148,13 @@ class Store:
             create = getattr(group, "create_array", None) or group.create_dataset  # zarr 3, else zarr 2
             create("maps", shape=(n * slots, h, w), chunks=(1, h, w), dtype="float32", fill_value=float("nan"))
             create("images", shape=(n, h, w, 3), chunks=(1, h, w, 3), dtype="uint8", fill_value=0)
-        elif group["images"].shape[0] < n:
-            group["maps"].resize((n * slots, h, w))
-            group["images"].resize((n, h, w, 3))
+        elif cast("zarr.Array", group["images"]).shape[0] < n:
+            cast("zarr.Array", group["maps"]).resize((n * slots, h, w))
+            cast("zarr.Array", group["images"]).resize((n, h, w, 3))
         return index
 
     # --- arrays -------------------------------------------------------------------------------------------------
-    def arrays(self, mode: str = "r+"):
+    def arrays(self, mode: Literal["r", "r+", "a", "w", "w-"] = "r+"):
         import zarr
 
         group = zarr.open_group(str(self.root / "arrays.zarr"), mode=mode)

@@ -66,11 +66,13 @@ def _targets(cfg: Config, item: Item, top: list[tuple[int, str, float]]) -> list
                          f"(label {item.label_name!r}); targets={cfg.targets!r} needs one for every image")
     if cfg.targets == "predicted":
         return [(pred, "predicted")]
+    label = item.label
+    assert label is not None, "checked above: 'label' and 'both' need one"
     if cfg.targets == "label":
-        return [(item.label, "label")]
-    if item.label == pred:
+        return [(label, "label")]
+    if label == pred:
         return [(pred, "predicted,label")]
-    return [(pred, "predicted"), (item.label, "label")]
+    return [(pred, "predicted"), (label, "label")]
 
 
 def explain(model: Any, loaded: Loaded, cfg: Config, worker: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -89,7 +91,7 @@ def explain(model: Any, loaded: Loaded, cfg: Config, worker: str) -> tuple[list[
     start = time.perf_counter()
     image_index = cfg.index[item.image_id]
     rows = []
-    for slot, ((target, kind), smap) in enumerate(zip(targets, maps)):
+    for slot, ((target, kind), smap) in enumerate(zip(targets, maps, strict=True)):
         y, xx = peak(smap)
         row = {
             "image_id": item.image_id, "path": item.path, "image_index": image_index,
@@ -117,7 +119,7 @@ def explain(model: Any, loaded: Loaded, cfg: Config, worker: str) -> tuple[list[
 def write_arrays(store_arrays: tuple[Any, Any], rows: list[dict], maps: np.ndarray, thumb: np.ndarray) -> None:
     """Zarr chunks of one image (before its rows are committed in a shard)."""
     zmaps, zimages = store_arrays
-    for row, smap in zip(rows, maps):
+    for row, smap in zip(rows, maps, strict=True):
         zmaps[row["map_index"]] = smap
     zimages[rows[0]["image_index"]] = thumb
 
