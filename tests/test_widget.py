@@ -60,7 +60,8 @@ def test_maps_equal_the_engine_for_the_same_parameters(make_widget, image) -> No
     w.targets = [4, 7]
     w.output = "logit"
     wait_done(w)
-    ref = occlusion_sensitivity(model, image, targets=[4, 7], mask_size=8, stride=4, mask_value=0.5, upsampling="nearest", output="logit")
+    ref = occlusion_sensitivity(model, image, targets=[4, 7], mask_size=8, stride=4, mask_value=0.5,
+                                upsampling="nearest", output="logit")
     assert_close(synced_maps(w), ref.maps)
     assert [c["name"] for c in w.classes] == ["thing 4", "thing 7"]
 
@@ -240,7 +241,8 @@ def test_invalid_types_raise_trait_errors(make_widget, image) -> None:
     from traitlets import TraitError
 
     w = make_widget(tiny_model(), image, mask_size=8, stride=4)
-    for name, value in [("stride", "big"), ("mask_value", "green"), ("upsampling", "cubic"), ("colormap", "jet"), ("opacity", 2.0)]:
+    bad = [("stride", "big"), ("mask_value", "green"), ("upsampling", "cubic"), ("colormap", "jet"), ("opacity", 2.0)]
+    for name, value in bad:
         with pytest.raises(TraitError):
             setattr(w, name, value)
     with pytest.raises(TypeError, match="unknown parameter"):
@@ -372,7 +374,8 @@ def test_model_and_image_can_be_replaced(make_widget, image) -> None:
 def test_helpers() -> None:
     clock = iter([0.0, 0.1, 0.25, 0.3, 0.45])
     throttle = Throttle(0.2, clock=lambda: next(clock))
-    assert [throttle.ready(), throttle.ready(), throttle.ready(), throttle.ready(force=True), throttle.ready()] == [True, False, True, True, False]
+    got = [throttle.ready(), throttle.ready(), throttle.ready(), throttle.ready(force=True), throttle.ready()]
+    assert got == [True, False, True, True, False]
     assert responsive_batch((224, 224), {}) == 9  # the default 11x11 grid: its 3x3 coarse lattice is the first batch
     assert responsive_batch((224, 224), {"stride": 0}) is None
     assert to_png(np.zeros((1, 4, 5), np.float32)).startswith(b"\x89PNG")

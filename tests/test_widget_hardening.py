@@ -147,7 +147,8 @@ sys.exit(3)
 
 
 def _run_script(source: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], check=False, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], check=False, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_a_script_exiting_mid_sweep_exits_with_its_own_status() -> None:

@@ -117,7 +117,8 @@ def test_every_registry_parameter_trait_exists_with_the_functions_default(make_w
 
 def test_gradient_parameters_and_explicit_targets_pass_through(make_widget, image) -> None:
     model = tiny_model()
-    w = make_widget(model, image, targets=[4, 7], method="smoothgrad", n_samples=6, noise_level=0.3, gradient_output="probability")
+    w = make_widget(model, image, targets=[4, 7], method="smoothgrad", n_samples=6, noise_level=0.3,
+                    gradient_output="probability")
     wait_done(w)
     ref = methods.smoothgrad(model, image, [4, 7], n_samples=6, noise_level=0.3, output="probability")
     assert_close(w.result.maps, ref.maps)
@@ -341,7 +342,8 @@ def test_percentile_is_view_state_used_by_save_png_and_the_snapshot(make_widget,
     limit = figures[0].axes[0].get_images()[-1].get_clim()[1]
     assert limit == near(np.percentile(np.abs(w.result.maps[0]), 90)) and limit < np.abs(w.result.maps[0]).max()
     for bad in (0.0, 100.5, -3.0, float("nan")):
-        with pytest.raises(traitlets.TraitError, match=r"percentile=.* is not allowed; use None or a finite number in \(0, 100\]"):
+        match = r"percentile=.* is not allowed; use None or a finite number in \(0, 100\]"
+        with pytest.raises(traitlets.TraitError, match=match):
             w.percentile = bad
     assert w.percentile == 90.0, "a refused value leaves the old one"
     w.percentile = None

@@ -172,7 +172,7 @@ class Controller:
             with self._lock:
                 plan = self._plan
                 piece = None if plan is None or self._stopped else self._next(plan)
-                if piece is None:
+                if plan is None or piece is None:
                     return
                 if self._attempts.count(piece.key) >= MAX_ATTEMPTS or len(self._attempts) >= self._budget(plan):
                     self._give_up(plan, piece)
@@ -233,6 +233,7 @@ class Controller:
                                  spec)
         if piece.kind == "layers":
             return conv_layers(source)
+        assert plan.activations is not None, "a layers piece is planned only with the layer view's parameters"
         return layer_activations(source.classifier, source.x, **plan.activations)
 
     def _progress(self, piece: Piece, cancel: threading.Event) -> Callable:
@@ -302,7 +303,8 @@ class Controller:
                 if result is not None and target is not None and result.labels and target in result.targets:
                     label = result.labels[int(np.flatnonzero(result.targets == target)[0])]
                 error = self._failed.get(key) or self._failed.get(curve_key, "")
-                panels.append(Panel(spec.method, spec.shown(result) if result is not None else None, curve, status, curve_status, error))
+                shown = spec.shown(result) if result is not None else None
+                panels.append(Panel(spec.method, shown, curve, status, curve_status, error))
             compare = CompareState(target, label, tuple(panels))
         layers = None
         if plan.layer_list or plan.activations is not None:

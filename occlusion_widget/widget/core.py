@@ -292,10 +292,10 @@ class OcclusionWidget(WidgetTraits):
             return
         if change["name"] == "top_k" and (self.targets is not None or self.target_objects is not None):
             with self.hold_trait_notifications():  # a new top_k replaces explicit targets (this observer runs again)
-                self.targets = self.target_objects = None
+                self.targets = self.target_objects = None  # type: ignore[assignment]  # traitlets' stubs ignore allow_none
             return
         if change["name"] == "targets" and change["new"] is not None and self.target_objects is not None:
-            self.target_objects = None  # class indices replace the clicked / dragged targets
+            self.target_objects = None  # type: ignore[assignment]  # allow_none; class indices replace clicked targets
             return
         self.recompute()
         if self.preview_request:
@@ -329,7 +329,7 @@ class OcclusionWidget(WidgetTraits):
         ready, self._ready = self._ready, False  # one recompute below, not one per trait
         if self.target_objects is not None and self._shown_source is not None \
                 and self._shown_source is not self._source:
-            self.target_objects = None  # boxes and regions of another image or model
+            self.target_objects = None  # type: ignore[assignment]  # allow_none; boxes of another image or model
         structured.refresh(self)
         self._ready, self._shown_source = ready, self._source
         self.image_png = to_png(x.cpu().numpy())

@@ -94,7 +94,8 @@ def is_signed(result: MapResult) -> bool:
     """Whether ``result``'s maps get a diverging scale around 0: the method's ``signed`` in the
     registry (occlusion, Integrated Gradients); a result of an unregistered method: any value < 0.
     As in :func:`occlusion_widget.render.figure`."""
-    spec = METHODS.get(getattr(result, "method", None))
+    method = getattr(result, "method", None)
+    spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is not None:
         return spec.signed
     return bool(np.nanmin(result.maps) < 0) if np.isfinite(result.maps).any() else False
@@ -117,7 +118,8 @@ def resolved_params(result: MapResult) -> dict[str, Any]:
     """What the method's parameters resolved to ("auto" replaced by numbers), its ``method`` and the
     raw map's ``grid`` shape: every field of ``result.params``, JSON-able (the caption reads them)."""
     params = result.params
-    fields = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(vars(params))
+    is_instance = dataclasses.is_dataclass(params) and not isinstance(params, type)
+    fields = dataclasses.asdict(params) if is_instance else dict(vars(params))
     state = {name: _jsonable(value) for name, value in fields.items()}
     state.update(method=getattr(result, "method", "occlusion"), grid=list(result.grid.shape[1:]))
     return state
@@ -158,7 +160,11 @@ def result_state(result: MapResult, version: int) -> dict[str, Any]:
             "signed": is_signed(result), "version": version, "computed": computed,
         },
         "classes": [
-            {"id": int(c), "name": result.labels[i] if result.labels else f"class {int(c)}", "score": float(result.base_scores[i])}
+            {
+                "id": int(c),
+                "name": result.labels[i] if result.labels else f"class {int(c)}",
+                "score": float(result.base_scores[i]),
+            }
             for i, c in enumerate(result.targets)
         ],
         "resolved_params": resolved_params(result),

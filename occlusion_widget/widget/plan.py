@@ -37,7 +37,7 @@ from .targets import build, build_all
 CPU_BATCH_RANGE = (8, 24)
 
 
-def responsive_batch(shape: tuple[int, int], params: dict) -> int | None:
+def responsive_batch(shape: tuple[int, ...], params: dict) -> int | None:
     """A CPU batch size that puts the first full-coverage map on screen early.
 
     A batch is the unit of streaming and of cancellation, so the engine's 32
@@ -231,9 +231,13 @@ class CompareState:
         """As :func:`occlusion_widget.methods.compare_methods` returns it, once everything is done."""
         if not self.complete or self.target is None:
             return None
-        curves = {p.method: p.curve for p in self.panels}
+        curves: dict[str, FaithfulnessCurve] = {}
+        results: dict[str, MapResult] = {}
+        for p in self.panels:
+            assert p.curve is not None and p.result is not None, "complete: every panel and curve is done"
+            curves[p.method], results[p.method] = p.curve, p.result
         probability = float(next(iter(curves.values())).deletion_scores[0])  # the input's probability
-        return Comparison(self.target, self.label, probability, {p.method: p.result for p in self.panels},
+        return Comparison(self.target, self.label, probability, results,
                           FaithfulnessTable(curves, self.target, self.label), image, {})
 
 

@@ -25,8 +25,8 @@ from ..engine import mask_box, resolve_sizes, score_occluded
 from ..engine.inputs import resolve_device, resolve_fill
 from ..engine.model_state import prepared_module
 from ..engine.targets import targets_output
-from .targets import build_all, describe_output
 from .runner import PreparedInput, freeze
+from .targets import build_all, describe_output
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class Preview:
 
     def state(self, x: float, y: float, label: Callable[[int], str], output: str) -> dict[str, Any]:
         """The synced ``preview`` trait: the box, top-5 lists and the targets' scores, with names."""
-        named = lambda pairs: [{"id": i, "name": label(i), "score": s} for i, s in pairs]
+        def named(pairs: list[tuple[int, float]]) -> list[dict[str, Any]]:
+            return [{"id": i, "name": label(i), "score": s} for i, s in pairs]
+
         return {
             "seq": self.seq, "x": x, "y": y, "box": list(self.box), "mask_size": list(self.mask_size), "output": output,
             "base": named(self.base), "occluded": named(self.occluded),
@@ -59,7 +61,8 @@ class PreviewEngine:
 
     def __init__(self) -> None:
         self._fills: dict[Hashable, np.ndarray] = {}
-        self._base: dict[Hashable, np.ndarray] = {}
+        # compute(): the base scores (K_all,); state(): (scorer, base scores); one entry, replaced on a miss
+        self._base: dict[Hashable, Any] = {}
         self._last_fill_key: Hashable = None
         self._lock = threading.Lock()
 
@@ -96,7 +99,8 @@ class PreviewEngine:
         x = source.x
         shape = (int(x.shape[1]), int(x.shape[2]))
         mask_value = params.get("mask_value", "auto")
-        mask, _ = resolve_sizes(shape, params.get("mask_size", "auto"))
+        (mask_h, mask_w), _ = resolve_sizes(shape, params.get("mask_size", "auto"))  # (h, w): shape is 2-D
+        mask = (mask_h, mask_w)
         y0, x0, y1, x1 = box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
         fill, fill_changed = self._fill(source, mask_value, mask)
         categories = source.classifier.labels
@@ -144,7 +148,8 @@ class PreviewEngine:
         x = source.x
         shape = (int(x.shape[1]), int(x.shape[2]))
         mask_value = params.get("mask_value", "auto")
-        mask, _ = resolve_sizes(shape, params.get("mask_size", "auto"))
+        (mask_h, mask_w), _ = resolve_sizes(shape, params.get("mask_size", "auto"))  # (h, w): shape is 2-D
+        mask = (mask_h, mask_w)
         box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
         scoring = {name: params[name] for name in ("output", "layer", "device", "precision") if name in params}
         with self._lock:
@@ -162,6 +167,7 @@ class PreviewEngine:
         new_base, scores = score_occluded(source.classifier, x, [box], mask_value=mask_value, mask_size=mask,
                                           with_base=base is None, **scoring)
         if base is None:
+            assert new_base is not None, "with_base=True returns the base scores"
             base = new_base
             with self._lock:
                 self._base = {base_key: base}

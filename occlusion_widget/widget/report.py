@@ -40,11 +40,11 @@ _FLOAT_FIELDS = ("map_data", "comparison_data", "layer_data")
 _NAN_CODE = 65535
 
 
-def _deflate(raw: bytes) -> dict:
+def _deflate(raw: bytes | bytearray | memoryview) -> dict:
     return {"$bytes": base64.b64encode(zlib.compress(bytes(raw), 9)).decode("ascii")}
 
 
-def _quantise(raw: bytes) -> dict:
+def _quantise(raw: bytes | bytearray | memoryview) -> dict:
     """float32 LE bytes -> uint16 codes over the finite range, deflated (see the module docstring)."""
     values = np.frombuffer(bytes(raw), dtype="<f4")
     finite = np.isfinite(values)
@@ -97,17 +97,23 @@ def preview_table(result: OcclusionResult, label: Any) -> dict | None:
     """
     if not isinstance(result, OcclusionResult) or result.top_ids is None or result.is_signal:
         return None
+    base_top_ids, base_top_scores = result.base_top_ids, result.base_top_scores
+    assert base_top_ids is not None and base_top_scores is not None, "the top-k fields come together"
     top_ids = np.asarray(result.top_ids, dtype=np.int64)
     gy, gx, k = top_ids.shape
     base = np.asarray(result.base_scores, dtype=np.float64)
     occluded = base[:, None, None] - np.asarray(result.grid, dtype=np.float64)  # grid = base - occluded
-    ids = {int(i) for i in np.unique(top_ids) if i >= 0} | {int(i) for i in result.base_top_ids} | {int(t) for t in result.targets}
+    ids = (
+        {int(i) for i in np.unique(top_ids) if i >= 0}
+        | {int(i) for i in base_top_ids}
+        | {int(t) for t in result.targets}
+    )
     return {
         "grid": [gy, gx], "k": k, "output": result.params.output,
         "boxes": np.asarray(result.boxes, dtype=np.int64).reshape(-1).tolist(),
         "top_ids": top_ids.reshape(-1).tolist(),
         "top_scores": [float(f"{v:.7g}") for v in np.asarray(result.top_scores, dtype=np.float64).reshape(-1)],
-        "base": [{"id": int(i), "score": float(s)} for i, s in zip(result.base_top_ids, result.base_top_scores)],
+        "base": [{"id": int(i), "score": float(s)} for i, s in zip(base_top_ids, base_top_scores, strict=True)],
         "targets": [{"id": int(t), "base": float(base[j]),
                      "occluded": [float(f"{v:.7g}") for v in occluded[j].reshape(-1)]} for j, t in enumerate(result.targets)],
         "names": {str(i): label(i) for i in sorted(ids)},

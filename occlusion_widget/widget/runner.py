@@ -229,7 +229,7 @@ def freeze(value: object) -> Hashable:
         return ("<nan>",) if math.isnan(value) else round(float(value), 9)
     if isinstance(value, torch.device):
         return str(value)
-    return value  # type: ignore[return-value]
+    return value
 
 
 #: Warnings raised while a source is prepared that the widget shows inline (``notice``), by class name

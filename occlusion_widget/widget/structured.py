@@ -43,7 +43,7 @@ def split_targets(targets: Any) -> tuple[list[int] | None, list[dict] | None]:
     """The constructor's ``targets``: class indices (``targets``) or target objects (``target_objects``)."""
     if targets is None:
         return None, None
-    items = [targets] if isinstance(targets, Target) else list(targets)
+    items: list[Any] = [targets] if isinstance(targets, Target) else list(targets)  # user-supplied values
     if items and all(isinstance(t, Target) for t in items):
         return None, [spec_of(t) for t in items]
     if any(isinstance(t, Target) for t in items):
@@ -61,7 +61,7 @@ def current_specs(widget: Any) -> list[dict]:
 
 def _same_detection(a: dict, b: dict) -> bool:
     return a.get("kind") == "detection" and b.get("kind") == "detection" and int(a["label"]) == int(b["label"]) \
-        and all(abs(float(u) - float(v)) < 1e-3 for u, v in zip(a["box"], b["box"]))
+        and all(abs(float(u) - float(v)) < 1e-3 for u, v in zip(a["box"], b["box"], strict=False))
 
 
 def explain_detection(widget: Any, index: int) -> int:
@@ -117,7 +117,7 @@ def widget_repr(widget: Any) -> str:
     if status == "done" and result is not None:
         output = getattr(result.params, "output", "")
         names = result.labels or [f"class {int(c)}" for c in result.targets]
-        shown = ", ".join(f"{name!r}: {float(score):.3g}" for name, score in zip(names, result.base_scores))
+        shown = ", ".join(f"{name!r}: {float(score):.3g}" for name, score in zip(names, result.base_scores, strict=False))
         text += f", {output} {{{shown}}}"
     elif status == "error":
         text += f", error={widget.error!r}"
@@ -128,7 +128,7 @@ def with_targets(classes: list[dict], specs: list[dict]) -> list[dict]:
     """The synced ``classes`` with each tab's target spec (the browser matches clicked boxes to tabs)."""
     if not specs or len(specs) != len(classes):
         return classes
-    return [{**c, "target": s} for c, s in zip(classes, specs)]
+    return [{**c, "target": s} for c, s in zip(classes, specs, strict=True)]
 
 
 __all__ = ["current_specs", "explain_detection", "explain_region", "inspect", "split_targets", "structure_traits", "widget_repr",

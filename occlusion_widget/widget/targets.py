@@ -69,8 +69,8 @@ class Structure:
 
 def _detections(raw: object, categories: Sequence[str] | None) -> list[dict]:
     det = adapt_output(raw, "detection")[0]
-    out = []
-    for box, label, score in zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist()):
+    out: list[dict[str, Any]] = []
+    for box, label, score in zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist(), strict=True):
         out.append({"box": [float(v) for v in box], "label": int(label), "score": float(score),
                     "name": f"{category(int(label), categories)} {score:.2f}"})
     out.sort(key=lambda d: -d["score"])
@@ -144,7 +144,11 @@ def spec_of(target: Target) -> dict:
         if target.region == "mask":
             raise ValueError(f"targets: {target!r} has a bool mask region; the widget takes region='predicted', "
                              "None or a box (x0, y0, x1, y1); call occlusion_sensitivity for mask regions")
-        region = target._box.tolist() if target.region == "box" else target.region
+        if target.region == "box":
+            assert target._box is not None, "a box region keeps its box"
+            region: list | str | None = target._box.tolist()
+        else:
+            region = target.region
         return {"kind": "segmentation", "label": target.label, "region": region}
     raise TypeError(f"targets: {target!r} is not a SegmentationTarget or DetectionTarget")
 

@@ -58,10 +58,12 @@ class WidgetTraits(anywidget.AnyWidget):
         [t.Unicode(), t.Float(), t.List(t.Float())], default_value="auto",
         help="Replacement for occluded pixels: 'auto' (channel means), 'blur', a number, or one per channel.",
     ).tag(sync=True)
-    mask_clipping = t.Bool(True, help="True: masks centred on the lattice, cut at the edges; False: full-size masks inside.").tag(sync=True)
+    mask_clipping = t.Bool(True, help="True: masks centred on the lattice, cut "
+                                      "at the edges; False: full-size masks inside.").tag(sync=True)
     upsampling = t.Enum(UPSAMPLING, "bicubic", help="How maps are made from the grid of positions.").tag(sync=True)
     output = t.Enum(OUTPUTS, "probability", help="The score whose drop is mapped: softmax probability or logit.").tag(sync=True)
-    targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; None: the top_k classes.").tag(sync=True)
+    targets = t.List(t.Int(), default_value=None, allow_none=True, help="Class indices to explain; "
+                                                                        "None: the top_k classes.").tag(sync=True)
     top_k = t.Int(3, help="How many of the best classes to explain when targets is None.").tag(sync=True)
     min_score = t.Float(0.5, help="Detectors: explain the detections with score >= min_score (at most top_k) when "
                         "targets and target_objects are None.").tag(sync=True)
@@ -70,17 +72,21 @@ class WidgetTraits(anywidget.AnyWidget):
                             "None or [x0, y0, x1, y1]} or {'kind': 'detection', 'box', 'label', 'score'}); set by "
                             "a click on a box or a dragged region; None: targets / top_k.").tag(sync=True)
     layer = t.Unicode(None, allow_none=True, help="Python only: explain this module's channels instead of the output.")
-    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, see plan.responsive_batch).")
+    batch_size = t.Int(None, allow_none=True, help="Python only: occluded images per forward pass (default on CPU: 8-24, "
+                                                   "see plan.responsive_batch).")
     device = t.Unicode("auto", help="Python only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, ~1e-2 accurate).")
+    precision = t.Enum(PRECISIONS, "float32", help="Python only: 'float32', or 'bfloat16' (faster on AMX CPUs and GPUs, "
+                                                   "~1e-2 accurate).")
     strategy = t.Enum(STRATEGIES, "auto", help="Python only: 'auto', 'full' (the whole network per mask) or 'incremental' "
                                                "(only what the mask changes; same maps within 1e-4); see occlusion_sensitivity.")
 
     # --- method, gradient parameters, compare and layer views ----------------------------------
     method = t.Enum(tuple(METHODS), "occlusion", help="The map shown (same classes): " + ", ".join(map(repr, METHODS))
                     + ".").tag(sync=True)
-    gradient_output = t.Enum(OUTPUTS, "logit", help="The score the gradient methods differentiate (the logit is customary).").tag(sync=True)
-    gradcam_layer = t.Unicode(None, allow_none=True, help="Grad-CAM's layer (a module name); None: the last spatial layer.").tag(sync=True)
+    gradient_output = t.Enum(OUTPUTS, "logit", help="The score the gradient methods "
+                                                    "differentiate (the logit is customary).").tag(sync=True)
+    gradcam_layer = t.Unicode(None, allow_none=True, help="Grad-CAM's layer (a module name); "
+                                                          "None: the last spatial layer.").tag(sync=True)
     n_samples = t.Int(25, min=1, help="SmoothGrad: noisy copies averaged.").tag(sync=True)
     noise_level = t.Float(0.15, min=0.0, help="SmoothGrad: noise sd as a fraction of the input's value range.").tag(sync=True)
     ig_baseline = t.Union([t.Float(), t.List(t.Float())], default_value=0.0, help="Integrated Gradients: the path's "
@@ -90,15 +96,18 @@ class WidgetTraits(anywidget.AnyWidget):
     compare = t.Bool(False, help="Show every method for the current class with deletion / insertion AUCs.").tag(sync=True)
     compare_steps = t.Int(10, min=1, help="Python only: steps of the compare view's deletion / insertion curves.")
     show_layers = t.Bool(False, help="Show the layer view: a layer's strongest channels for the image.").tag(sync=True)
-    activation_layer = t.Unicode(None, allow_none=True, help="The layer view's layer (a module name); None: Grad-CAM's default layer.").tag(sync=True)
+    activation_layer = t.Unicode(None, allow_none=True, help="The layer view's layer (a module name); None: Grad-CAM's "
+                                                             "default layer.").tag(sync=True)
     layer_channels = t.Int(16, min=1, max=256, help="How many of the strongest channels the layer view shows.").tag(sync=True)
-    layer_strength = t.Enum(("mean", "max"), "mean", help="Channel strength in the layer view: spatial 'mean' or 'max'.").tag(sync=True)
+    layer_strength = t.Enum(("mean", "max"), "mean", help="Channel strength in the layer "
+                                                          "view: spatial 'mean' or 'max'.").tag(sync=True)
 
     # --- what the browser shows (set by the kernel) ------------------------------------------
     model_name = t.Unicode("", help="The model's name.").tag(sync=True)
     image_png = t.Bytes(b"", help="The input as the network sees it, PNG; sent when the image changes.").tag(sync=True)
     fill_png = t.Bytes(b"", help="What occluded pixels become (C, H, W) as PNG, for the preview image.").tag(sync=True)
-    map_data = t.Dict(help="Maps: {data: float32 LE bytes (K, H, W), shape, range per class, worst (y, x) per class, complete, computed, version}.").tag(sync=True)
+    map_data = t.Dict(help="Maps: {data: float32 LE bytes (K, H, W), shape, range per class, worst (y, x) per class, "
+                           "complete, computed, version}.").tag(sync=True)
     classes = t.List(t.Dict(), help="One {id, name, score} per map: class id, name, unoccluded score.").tag(sync=True)
     resolved_params = t.Dict(help="The parameters the engine used ('auto' resolved), and the grid shape.").tag(sync=True)
     progress = t.Float(0.0, min=0.0, max=1.0, help="Fraction of mask positions done in the current sweep.").tag(sync=True)
@@ -106,22 +115,27 @@ class WidgetTraits(anywidget.AnyWidget):
     error = t.Unicode("", help="A readable message when status is 'error'.").tag(sync=True)
     notice = t.Unicode("", help="A note about the model or input shown above the maps, e.g. that a plain nn.Module gets "
                                 "[0, 1] RGB pixels without normalisation; '' when there is none.").tag(sync=True)
-    comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, insertion_auc}]}.").tag(sync=True)
-    layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
+    comparison_data = t.Dict(help="Compare view: {status, target, label, panels: [{method, title, status, curve_status, "
+                                  "error, data: float32 (H, W) of the class, shape, range, signed, deletion_auc, "
+                                  "insertion_auc}]}.").tag(sync=True)
+    layer_data = t.Dict(help="Layer view: {status, error, layers: [{name, shape, type}], default, layer, shape, "
+                             "n_channels, channels, strength, strength_by, data: float32 (n, h, w)}.").tag(sync=True)
     output_kind = t.Unicode("classification", help="What the model outputs: 'classification', 'segmentation' "
                             "or 'detection'.").tag(sync=True)
     detections = t.List(t.Dict(), help="Detector: the detections on the clean image, best first: {box: [x0, y0, x1, "
                         "y1], label, score, name}.").tag(sync=True)
     segmentation = t.Dict(help="Segmenter: {data: uint8 (H, W) bytes, the predicted class per pixel, shape, "
                           "legend: [{id, name, color, fraction}]}.").tag(sync=True)
-    preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, base, occluded, targets, output} or {seq, error}.").tag(sync=True)
+    preview = t.Dict(help="Answer to preview_request: {seq, x, y, box, "
+                          "base, occluded, targets, output} or {seq, error}.").tag(sync=True)
 
     # --- view state (set by the browser, saved with the notebook) ----------------------------
     methods_table = t.List(t.Dict(), help="The methods (registry.browser_table()): names, titles, kinds, parameters; "
                            "sent once.").tag(sync=True)
     colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)}, from matplotlib; sent once.").tag(sync=True)
     colormap = t.Unicode("RdBu_r", help="The diverging colormap of occlusion maps (a key of colormaps).").tag(sync=True)
-    sequential_colormaps = t.Dict(help="{name: flat RGB lookup table (256 entries)} for non-negative maps; sent once.").tag(sync=True)
+    sequential_colormaps = t.Dict(help="{name: flat RGB lookup table (256 "
+                                       "entries)} for non-negative maps; sent once.").tag(sync=True)
     sequential_colormap = t.Unicode("inferno", help="The colormap of non-negative maps (gradients, activations).").tag(sync=True)
     opacity = t.Float(0.6, min=0.0, max=1.0, help="Opacity of the heatmap over the image.").tag(sync=True)
     percentile = t.Float(None, allow_none=True, help="Colour scale limit: this percentile of |map| (None: the "
