@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -48,8 +49,8 @@ def _free_port() -> int:
 def _write_notebook(path: Path) -> None:
     cell = {"cell_type": "code", "execution_count": None, "id": "widget", "metadata": {}, "outputs": [],
             "source": ["from occlusion_widget import OcclusionWidget\n", "w = OcclusionWidget()\n", "w"]}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-                "nbformat": 4, "nbformat_minor": 5}
+    kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    notebook = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
     path.write_text(json.dumps(notebook))
 
 
@@ -76,7 +77,8 @@ def lab_server(work: Path) -> Iterator[tuple[str, Path]]:
     _write_settings(work / "settings")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(work / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log_path = work / "jupyter.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -196,12 +198,15 @@ PIXEL = """([x, y, w, h]) => {
 OVERFLOW = """() => {
   const root = document.querySelector(".ow-root").getBoundingClientRect();
   const out = [];
-  const nodes = document.querySelectorAll(".ow-root input, .ow-root select, .ow-root button, .ow-root fieldset, .ow-score-columns > div, .ow-stage, .ow-colorbar");
+  const nodes = document.querySelectorAll(
+    ".ow-root input, .ow-root select, .ow-root button, .ow-root fieldset, .ow-score-columns > div, .ow-stage, .ow-colorbar");
   for (const el of nodes) {
     const b = el.getBoundingClientRect();
     if (b.width === 0 && b.height === 0) continue;  // hidden
-    if (b.left < root.left - 0.5 || b.right > root.right + 0.5 || b.left < -0.5 || b.right > innerWidth + 0.5)
-      out.push(`${el.tagName.toLowerCase()}.${el.className} ${el.dataset.param || el.dataset.method || ""}: ${Math.round(b.left)}..${Math.round(b.right)}`);
+    if (b.left < root.left - 0.5 || b.right > root.right + 0.5 || b.left < -0.5 || b.right > innerWidth + 0.5) {
+      const name = `${el.tagName.toLowerCase()}.${el.className} ${el.dataset.param || el.dataset.method || ""}`;
+      out.push(`${name}: ${Math.round(b.left)}..${Math.round(b.right)}`);
+    }
   }
   if (root.right > innerWidth + 0.5) out.push(`the widget: ..${Math.round(root.right)} > ${innerWidth}`);
   return out;
@@ -280,11 +285,13 @@ def test_the_map_is_red_where_it_supports_and_the_readout_is_the_synced_value(pa
     tabs = page.locator(".ow-tab")
     assert tabs.count() == 3 and "%" in tabs.nth(0).inner_text()
     assert page.locator(".ow-colorbar-ticks span").count() == 5
-    assert page.locator(".ow-root[data-kernel='yes']").count() == 1 and page.locator(".ow-banner").is_hidden(), "the kernel answered the ping"
+    assert page.locator(".ow-root[data-kernel='yes']").count() == 1 and page.locator(".ow-banner").is_hidden(), \
+        "the kernel answered the ping"
 
     # Where each class's map is largest and most negative, straight from the kernel.
     ext = kernel(page, MAPS + "print(json.dumps([[int(v) for v in np.unravel_index(np.nanargmax(c), c.shape)]"
-                        " + [int(v) for v in np.unravel_index(np.nanargmin(c), c.shape)] + [float(np.nanmin(c) / np.nanmax(np.abs(c)))] for c in m]))")
+                        " + [int(v) for v in np.unravel_index(np.nanargmin(c), c.shape)]"
+                        " + [float(np.nanmin(c) / np.nanmax(np.abs(c)))] for c in m]))")
     h, w = kernel(page, "print(list(w.map_data['shape'][1:]))")
     # Opacity 1: the overlay pixel is the colour table's entry (and the opacity control changes the pixels).
     opacity = page.locator("input[data-param='opacity']")
@@ -332,11 +339,13 @@ def test_worst_spot_moves_the_mask_to_the_largest_drop(page) -> None:
         expected = [stage["x"] + x0 * sx, stage["y"] + y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy]
         page.wait_for_function(
             "(e) => { const b = document.querySelector('.ow-mask').getBoundingClientRect();"
-            " return Math.abs(b.left - e[0]) < 2 && Math.abs(b.top - e[1]) < 2 && Math.abs(b.width - e[2]) < 2 && Math.abs(b.height - e[3]) < 2; }",
+            " return Math.abs(b.left - e[0]) < 2 && Math.abs(b.top - e[1]) < 2"
+            " && Math.abs(b.width - e[2]) < 2 && Math.abs(b.height - e[3]) < 2; }",
             arg=expected, timeout=10_000)
         # The kernel previews that very box (polled in the kernel until it has answered).
         box = kernel(page, "import json, time\nt = time.monotonic()\nwhile w.preview.get('box') != "
-                           f"{[y0, x0, y1, x1]} and time.monotonic() - t < 30: time.sleep(0.05)\nprint(json.dumps(w.preview.get('box')))")
+                           f"{[y0, x0, y1, x1]} and time.monotonic() - t < 30: time.sleep(0.05)\n"
+                           "print(json.dumps(w.preview.get('box')))")
         assert box == [y0, x0, y1, x1]
     page.locator(".ow-tab").nth(0).click()
     page.wait_for_selector(".ow-canvas[data-selected='0']")
@@ -351,7 +360,8 @@ def test_drag_tabs_and_colormap(page) -> None:
     page.mouse.down()
     target_y = stage["y"] + stage["height"] * 0.85
     for i in range(1, 11):
-        page.mouse.move(mask["x"] + mask["width"] / 2 - i * 8, mask["y"] + mask["height"] / 2 + (target_y - mask["y"] - mask["height"] / 2) * i / 10)
+        page.mouse.move(mask["x"] + mask["width"] / 2 - i * 8,
+                        mask["y"] + mask["height"] / 2 + (target_y - mask["y"] - mask["height"] / 2) * i / 10)
     page.mouse.up()
     page.wait_for_function(
         "([seq, before]) => Number(document.querySelector('.ow-preview-summary').dataset.seq) > seq"
@@ -440,7 +450,8 @@ def test_methods_compare_and_layers(page) -> None:
     assert page.locator(".ow-colorbar-gradient").get_attribute("data-signed") == "false"
     ticks = page.locator(".ow-colorbar-ticks span").all_inner_texts()
     assert ticks[-1] == "0" and not any(t.startswith(("+", "\u2212")) or "e" in t for t in ticks), ticks
-    assert "Grad-CAM" in _text(page, ".ow-colorbar-caption") and page.locator(".ow-actions button").first.inner_text() == "Map peak"
+    assert "Grad-CAM" in _text(page, ".ow-colorbar-caption")
+    assert page.locator(".ow-actions button").first.inner_text() == "Map peak"
     stage = page.locator(".ow-stage").bounding_box()
     page.mouse.move(stage["x"] + stage["width"] * 0.4, stage["y"] + stage["height"] * 0.6)
     page.wait_for_function("() => document.querySelector('.ow-readout').innerText.includes('Grad-CAM')", timeout=10_000)
@@ -485,7 +496,8 @@ def test_methods_compare_and_layers(page) -> None:
     assert options[0].startswith("auto (1._swish)") and any("1._conv_stem" in o for o in options), options[:3]
     assert "1280 channels" in _text(page, ".ow-layer-summary")
     page.locator("select[data-param='activation_layer']").select_option("1._conv_stem")
-    page.wait_for_function("() => document.querySelector('.ow-layer-summary').innerText.startsWith('1._conv_stem: 32 channels')", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('.ow-layer-summary').innerText.startsWith('1._conv_stem: 32 channels')",
+                           timeout=60_000)
     page.locator(".ow-toggle[data-view='layers']").click()
     page.locator(".ow-method[data-method='occlusion']").click()
     page.wait_for_selector(".ow-canvas[data-method='occlusion']", timeout=30_000)
@@ -516,7 +528,8 @@ def test_layout_fits_every_width_and_stays_still_on_hover(page) -> None:
 
     # Narrow windows: at 800 px with JupyterLab's side panel open, and at 400 px (the panel closed:
     # open, it leaves the notebook no room at all), everything wraps inside the widget.
-    for width, panel in ((800, "() => window.jupyterapp.commands.execute('filebrowser:activate')"), (400, "() => window.jupyterapp.shell.collapseLeft()")):
+    for width, panel in ((800, "() => window.jupyterapp.commands.execute('filebrowser:activate')"),
+                         (400, "() => window.jupyterapp.shell.collapseLeft()")):
         page.evaluate(panel)
         page.set_viewport_size({"width": width, "height": 1300})
         page.wait_for_function(f"() => innerWidth === {width}")
@@ -568,7 +581,8 @@ const state = decode(window.STATE);
 const handlers = {};
 window.sent = [];
 window.model = { get: (k) => state[k], set: (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); },
-  on: (e, f) => (handlers[e] = handlers[e] || []).push(f), off: (e, f) => { handlers[e] = (handlers[e] || []).filter((g) => g !== f); },
+  on: (e, f) => (handlers[e] = handlers[e] || []).push(f),
+  off: (e, f) => { handlers[e] = (handlers[e] || []).filter((g) => g !== f); },
   save_changes: () => {}, send: (m) => window.sent.push(m), ...window.EXTRA };
 """
 
@@ -637,7 +651,8 @@ def test_without_a_kernel_the_saved_maps_stay_usable(browser, bundle, saved_stat
         assert "No kernel is running" in _text(page, ".ow-banner")
         assert page.evaluate("() => window.sent") == ([] if how == "shim" else [{"type": "ping"}])
         assert _text(page, ".ow-notice") == "a note from the kernel"
-        for selector in ("input[data-param='stride-number']", "select[data-param='mask_value']", "input[data-param='top_k']", ".ow-stop"):
+        for selector in ("input[data-param='stride-number']", "select[data-param='mask_value']", "input[data-param='top_k']",
+                         ".ow-stop"):
             assert page.locator(selector).is_disabled(), selector
         methods = {b.get_attribute("data-method"): b.is_enabled() for b in page.locator(".ow-method").all()}
         if how == "shim":
@@ -650,7 +665,8 @@ def test_without_a_kernel_the_saved_maps_stay_usable(browser, bundle, saved_stat
         page.locator(".ow-tab").nth(1).click()
         page.wait_for_selector(".ow-canvas[data-selected='1']")
         assert page.evaluate(CANVAS_STATS, ".ow-canvas")["checksum"] != first["checksum"]
-        assert page.locator("input[data-param='opacity']").is_enabled() and page.locator("select[data-param='colormap']").is_enabled()
+        assert page.locator("input[data-param='opacity']").is_enabled()
+        assert page.locator("select[data-param='colormap']").is_enabled()
         page.locator("select[data-param='colormap']").select_option("PiYG")
         page.wait_for_selector(".ow-canvas[data-colormap='PiYG']")
         stage = page.locator(".ow-stage").bounding_box()
@@ -660,7 +676,8 @@ def test_without_a_kernel_the_saved_maps_stay_usable(browser, bundle, saved_stat
         data = page.locator(".ow-readout").evaluate("(e) => ({...e.dataset})")
         import numpy as np
 
-        maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4").reshape(saved_state["map_data"]["shape"])
+        maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4")
+        maps = maps.reshape(saved_state["map_data"]["shape"])
         truth = float(maps[1, int(data["y"]), int(data["x"])])
         assert abs(float(data["value"]) - truth) <= 1e-6 * max(1e-3, abs(truth)), (data, truth)
         errors = [m for m in page.console_messages if m.startswith("pageerror")]
@@ -685,7 +702,8 @@ def test_the_method_table_and_the_percentile_clip_in_the_page(browser, bundle, s
         assert buttons.all_text_contents() == [m["title"] for m in state["methods_table"]]
         assert page.locator(".ow-method[data-method='deconvnet']").get_attribute("title").startswith("Deconvnet: made up here")
         assert _text(page, ".ow-title") == state["methods_table"][0]["heading"]
-        maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4").reshape(saved_state["map_data"]["shape"])
+        maps = np.frombuffer(base64.b64decode(saved_state["map_data"]["data"]["__bytes__"]), "<f4")
+        maps = maps.reshape(saved_state["map_data"]["shape"])
         signed = saved_state["map_data"]["signed"]
         page.wait_for_selector(".ow-colorbar-gradient[data-limit]")
         full = float(page.locator(".ow-colorbar-gradient").get_attribute("data-limit"))
