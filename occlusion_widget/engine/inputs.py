@@ -187,7 +187,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out[0]
 
 
-def resolve_fill(mask_value: object, x: torch.Tensor, mask_size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray | str]:
+def resolve_fill(mask_value: object, x: torch.Tensor, mask_size: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray | str]:
     """What an occluded pixel becomes: a tensor of ``x``'s shape ((C, H, W) or (C, D, H, W)), and the value to report.
 
     ``"auto"``: each channel's mean; a scalar; one value per channel; or
