@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Protocol, cast
 
@@ -312,15 +312,15 @@ def score_function(module: nn.Module, output: Output, layer: str | None, is_sign
 
 
 def describe_output(out: object) -> str:
-    """A short description of a model output, for error messages: "a dict with keys ['out', 'aux']"."""
+    """What a model returned, in words, for error messages: ``"a dict with keys ['out', 'aux']"``."""
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)}"
-    if isinstance(out, dict):
-        return f"a dict with keys {list(out)[:8]}"
+    if isinstance(out, Mapping):
+        return f"a dict with keys {list(out.keys())[:8]}"
     if isinstance(out, (list, tuple)):
         kind = type(out).__name__
-        if out and all(isinstance(o, dict) for o in out):
-            return f"a {kind} of {len(out)} dict{'s' * (len(out) != 1)} with keys {list(out[0])[:8]}"
+        if out and all(isinstance(o, Mapping) for o in out):
+            return f"a {kind} of {len(out)} dicts with keys {list(out[0].keys())[:8]}"
         if out and all(isinstance(o, torch.Tensor) for o in out):
             return f"a {kind} of {len(out)} tensors of shapes {[tuple(o.shape) for o in out][:4]}"
         return f"a {kind} of {len(out)} items"

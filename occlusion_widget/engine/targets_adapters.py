@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple, overload
 import torch
 from torch import nn
 
+from .inputs import describe_output
 from .model_state import prepared_module
 
 __all__ = ["Detections", "DetectorModule", "adapt_output", "output_kind"]
@@ -27,17 +28,6 @@ class Detections(NamedTuple):
     scores: torch.Tensor
 
 
-def _describe(out: object) -> str:
-    if isinstance(out, torch.Tensor):
-        return f"a tensor of shape {tuple(out.shape)}"
-    if isinstance(out, dict):
-        return f"a dict with keys {list(out)[:8]}"
-    if isinstance(out, (list, tuple)):
-        inner = f" of {type(out[0]).__name__}s" if out else ""
-        return f"a {type(out).__name__} of {len(out)} items{inner}"
-    return f"a {type(out).__name__}"
-
-
 def output_kind(out: object) -> str:
     """"segmentation" or "detection" from the form of an output; ``TypeError`` when it is neither."""
     if isinstance(out, Detections) or (isinstance(out, (list, tuple)) and out and all(
@@ -46,7 +36,7 @@ def output_kind(out: object) -> str:
         return "detection"
     if (isinstance(out, torch.Tensor) and out.ndim == 4) or (isinstance(out, dict) and "out" in out):
         return "segmentation"
-    raise TypeError(f"model output: {_describe(out)} is neither a segmentation output ((N, C, H, W) class "
+    raise TypeError(f"model output: {describe_output(out)} is neither a segmentation output ((N, C, H, W) class "
                     "scores or a dict with 'out') nor detections (a list of dicts with 'boxes', 'labels', "
                     "'scores'); pass adapter= a function mapping it to one of these")
 
@@ -63,7 +53,7 @@ def _one_detection_set(o: object, i: int) -> Detections:
     elif isinstance(o, tuple) and len(o) == 3:
         boxes, labels, scores = o
     else:
-        raise TypeError(f"detections[{i}]: {_describe(o)}; expected a dict with boxes/labels/scores or a "
+        raise TypeError(f"detections[{i}]: {describe_output(o)}; expected a dict with boxes/labels/scores or a "
                         "tuple (boxes, labels, scores)")
     boxes, labels, scores = (torch.as_tensor(v) for v in (boxes, labels, scores))
     d = boxes.shape[0] if boxes.ndim == 2 else -1
@@ -86,7 +76,7 @@ def adapt_output(out: object, kind: str) -> torch.Tensor | list[Detections]:
     if kind == "segmentation":
         scores = out["out"] if isinstance(out, dict) and "out" in out else out
         if not isinstance(scores, torch.Tensor) or scores.ndim != 4:
-            raise TypeError(f"segmentation target: the model output is {_describe(out)}; expected class scores "
+            raise TypeError(f"segmentation target: the model output is {describe_output(out)}; expected class scores "
                             "(N, C, H, W) or a dict with 'out'. Pass adapter= a function returning (N, C, H, W)")
         return scores
     if kind == "detection":
@@ -94,7 +84,7 @@ def adapt_output(out: object, kind: str) -> torch.Tensor | list[Detections]:
             out = [out]
         if not isinstance(out, (list, tuple)) or (out and isinstance(out[0], torch.Tensor) and len(out) == 3
                                                   and out[0].ndim == 2 and out[0].shape[-1] == 4):
-            raise TypeError(f"detection target: the model output is {_describe(out)}; expected one detection "
+            raise TypeError(f"detection target: the model output is {describe_output(out)}; expected one detection "
                             "set per input (a list of dicts with 'boxes', 'labels', 'scores'). Pass adapter= a "
                             "function returning that")
         return [_one_detection_set(o, i) for i, o in enumerate(out)]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..engine.classifier import ImageClassifier, as_classifier
-from ..engine.inputs import Output, model_view, prepare_input, resolve_device, score_function
+from ..engine.inputs import Output, describe_output, model_view, prepare_input, resolve_device, score_function
 from ..engine.model_state import check_materialised, prepared_module
 from ..engine.result import MAP_UPSAMPLING, MapResult, upsample_maps  # noqa: F401 (re-exported)
 from ..engine.structured_outputs import check_min_score, is_target_objects, resolve_structured
@@ -160,21 +160,6 @@ def check_class_index(value: object, name: str = "target") -> int:
     if not isinstance(value, Integral) or isinstance(value, bool):
         raise TypeError(f"{name}={value!r} is not allowed; use an int (a class index)")
     return int(value)
-
-
-def describe_output(out: object) -> str:
-    """What a model returned, in words: ``"a dict with keys ['out', 'aux']"``."""
-    if isinstance(out, torch.Tensor):
-        return f"a tensor of shape {tuple(out.shape)}"
-    if isinstance(out, Mapping):
-        return f"a dict with keys {list(out.keys())}"
-    if isinstance(out, (list, tuple)):
-        kind = type(out).__name__
-        if out and all(isinstance(o, Mapping) for o in out):
-            keys = sorted({str(k) for o in out for k in o.keys()})
-            return f"a {kind} of {len(out)} dicts with keys {keys}"
-        return f"a {kind} of {len(out)} items"
-    return f"a {type(out).__name__}"
 
 
 class _OutputGuard(nn.Module):
