@@ -55,6 +55,15 @@ class Preview:
         }
 
 
+def _mask_and_box(source: PreparedInput, params: dict, cy: float, cx: float
+                  ) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """The resolved mask (h, w) and its box centred at (cy, cx), clamped to the image (the engine's rule)."""
+    shape = (int(source.x.shape[1]), int(source.x.shape[2]))
+    (mask_h, mask_w), _ = resolve_sizes(shape, params.get("mask_size", "auto"))  # (h, w): shape is 2-D
+    box = mask_box((cy, cx), (mask_h, mask_w), shape, bool(params.get("mask_clipping", True)))
+    return (mask_h, mask_w), (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+
+
 class PreviewEngine:
     """Scores the input with one mask at a given position; keeps the unoccluded scores and the
     fill picture of the last parameters, so a drag costs one forward pass per position."""
@@ -97,11 +106,9 @@ class PreviewEngine:
         """
         start = time.perf_counter()
         x = source.x
-        shape = (int(x.shape[1]), int(x.shape[2]))
         mask_value = params.get("mask_value", "auto")
-        (mask_h, mask_w), _ = resolve_sizes(shape, params.get("mask_size", "auto"))  # (h, w): shape is 2-D
-        mask = (mask_h, mask_w)
-        y0, x0, y1, x1 = box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
+        mask, box = _mask_and_box(source, params, cy, cx)
+        y0, x0, y1, x1 = box
         fill, fill_changed = self._fill(source, mask_value, mask)
         categories = source.classifier.labels
         device = resolve_device(params.get("device", "auto"))
@@ -146,11 +153,8 @@ class PreviewEngine:
         whose scores come back in ``Preview.targets``)."""
         start = time.perf_counter()
         x = source.x
-        shape = (int(x.shape[1]), int(x.shape[2]))
         mask_value = params.get("mask_value", "auto")
-        (mask_h, mask_w), _ = resolve_sizes(shape, params.get("mask_size", "auto"))  # (h, w): shape is 2-D
-        mask = (mask_h, mask_w)
-        box = mask_box((cy, cx), mask, shape, bool(params.get("mask_clipping", True)))
+        mask, box = _mask_and_box(source, params, cy, cx)
         scoring = {name: params[name] for name in ("output", "layer", "device", "precision") if name in params}
         with self._lock:
             fill_key = (source.digest, freeze(mask_value), mask)
