@@ -9,13 +9,13 @@ import torchvision
 from torch import nn
 
 from occlusion_widget.efficientnet_lite import EfficientNetLite0
+from occlusion_widget.engine.fills import occlude_boxes
 from occlusion_widget.engine.grid import MaskGrid
 from occlusion_widget.engine.incremental import (
     IncrementalEvaluator,
 )
 from occlusion_widget.engine.incremental.boxes import normalize_boxes, window_boxes
 from occlusion_widget.engine.incremental.graph import Window
-from occlusion_widget.engine.sweep import _occlude
 from occlusion_widget.models import Normalize
 
 # Both paths compute the same sums in a different order: they agree to float32
@@ -98,7 +98,7 @@ def _positions(grid: MaskGrid, n_random: int, rng: np.random.Generator) -> np.nd
 
 def _reference(module, x, fill, boxes):
     rows, cols = torch.arange(x.shape[1]), torch.arange(x.shape[2])
-    occluded = _occlude(x, fill, torch.as_tensor(boxes), rows, cols).contiguous(memory_format=torch.channels_last)
+    occluded = occlude_boxes(x, fill, torch.as_tensor(boxes), rows, cols).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         return module(occluded)
 

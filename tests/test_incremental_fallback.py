@@ -10,6 +10,7 @@ import torchvision
 from test_incremental import TOL, TOL_MAP, Zoo, _assert_exact, _calibrate, _reference, _wrap
 from torch import nn
 
+from occlusion_widget.engine.fills import occlude_boxes
 from occlusion_widget.engine.incremental import (
     AUTO_MAX_COST_RATIO,
     AUTO_MIN_MACS,
@@ -19,7 +20,7 @@ from occlusion_widget.engine.incremental import (
     make_incremental_score,
     supports,
 )
-from occlusion_widget.engine.sweep import _occlude, occlusion_sensitivity
+from occlusion_widget.engine.sweep import occlusion_sensitivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +175,7 @@ def test_bfloat16_autocast_matches_the_bfloat16_full_path():
     ev = IncrementalEvaluator.build(module, x, fill, autocast_dtype=torch.bfloat16)
     boxes = np.array([[0, 0, 5, 9], [20, 20, 29, 29], [40, 3, 48, 12]])
     rows, cols = torch.arange(48), torch.arange(48)
-    occluded = _occlude(x, fill, torch.as_tensor(boxes), rows, cols).contiguous(memory_format=torch.channels_last)
+    occluded = occlude_boxes(x, fill, torch.as_tensor(boxes), rows, cols).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         ref = module(occluded).float()
     got = ev(boxes).float()

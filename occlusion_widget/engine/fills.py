@@ -155,3 +155,11 @@ def resolve_occlusion_fill(mask_value: object, x: torch.Tensor, mask_size: tuple
         text = str(exc).replace("'auto', 'blur',", "'auto', 'blur', 'inpaint',")
         raise type(exc)(text) from None
     return Fill(value, reported)
+
+
+def occlude_boxes(x: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, rows: torch.Tensor,
+                  cols: torch.Tensor) -> torch.Tensor:
+    """A batch (B, C, H, W): copies of ``x`` with each box replaced by ``fill``."""
+    y0, x0, y1, x1 = (boxes[:, i, None] for i in range(4))
+    inside = ((rows >= y0) & (rows < y1))[:, :, None] & ((cols >= x0) & (cols < x1))[:, None, :]
+    return torch.where(inside[:, None], fill, x)

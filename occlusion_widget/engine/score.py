@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from .classifier import ImageClassifier, as_classifier
+from .fills import occlude_boxes
 from .grid import resolve_sizes
 from .inputs import Output, prepare_input, resolve_device, resolve_fill, score_function
 from .model_state import check_materialised, prepared_module
-from .sweep import PRECISIONS, _occlude
+from .sweep import PRECISIONS
 
 __all__ = ["score_occluded"]
 
@@ -81,7 +82,7 @@ def score_occluded(
     score, _ = score_function(module, output, layer, is_signal)
     rows, cols = torch.arange(x.shape[1], device=dev), torch.arange(x.shape[2], device=dev)
     with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-        batch = _occlude(x, fill, torch.as_tensor(box_array, device=dev), rows, cols)
+        batch = occlude_boxes(x, fill, torch.as_tensor(box_array, device=dev), rows, cols)
         if with_base:
             batch = torch.cat([x[None], batch])
         scores = score(batch).float().cpu().numpy()

@@ -22,7 +22,7 @@ from .model_state import check_materialised, prepared_module
 from .regions import BoxOccluder, SegmentOccluder, describe_segments, resolve_segments, segment_boxes
 from .result import OcclusionParams, OcclusionResult
 from .structured_outputs import check_min_score, is_target_objects, resolve_structured
-from .token_drop import token_drop_model, token_drop_scores
+from .token_drop import check_token_drop, token_drop_scores
 from .upsampling import UPSAMPLING, VOLUME_UPSAMPLING, resolve_upsampling
 from .volume import check_volume_options
 
@@ -234,7 +234,7 @@ def occlusion_sensitivity(
     module = prepared_module(classifier.module, dev)
     drop = isinstance(mask_value, str) and mask_value == "drop"
     if drop:
-        strategy = _check_token_drop(module, x, is_signal, segments, mask_shape, layer, strategy)
+        strategy = check_token_drop(module, x, is_signal, segments, mask_shape, layer, strategy)
     # channels_last inputs speed convolutions up 1.3-1.6x on CPU and on tensor cores; the
     # weights keep their format (converting them would mean a copy on every call).
     channels_last = not is_signal and x.ndim == 3 and any(isinstance(m, nn.Conv2d) for m in module.modules())
@@ -425,25 +425,6 @@ def _run(job: _Sweep, targets: object, top_k: int | None, progress: ProgressFn |
         if progress is not None:
             progress(done, len(order), result(complete=done == len(order)))
     return result(complete=True)
-
-
-def _check_token_drop(module: nn.Module, x: torch.Tensor, is_signal: bool, segments: object, mask_shape: str,
-                      layer: str | None, strategy: str) -> str:
-    """Refuse what ``mask_value="drop"`` cannot do, before any forward pass; the strategy it runs with."""
-    if is_signal or x.ndim != 3 or segments is not None or mask_shape != "box" or layer is not None:
-        raise ValueError("mask_value='drop' removes a vision transformer's patch tokens: it needs an image (C, H, W), "
-                         "box masks (mask_shape='box', no segments=) and class scores (no layer=)")
-    if strategy == "incremental":
-        raise ValueError("mask_value='drop' runs the transformer on fewer tokens; use strategy='auto' or 'full'")
-    token_drop_model(module)  # raises, naming the supported models, for anything else
-    return "full"
-
-
-def _occlude(x: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """A batch (B, C, H, W): copies of ``x`` with each box replaced by ``fill``."""
-    y0, x0, y1, x1 = (boxes[:, i, None] for i in range(4))
-    inside = ((rows >= y0) & (rows < y1))[:, :, None] & ((cols >= x0) & (cols < x1))[:, None, :]
-    return torch.where(inside[:, None], fill, x)
 
 
 def _labels(classifier: ImageClassifier, target_idx: np.ndarray, layer: str | None) -> list[str] | None:

@@ -242,3 +242,15 @@ def token_drop_scores(
             out[chunk.to(out.device)] = scores.float()
     assert out is not None  # patch_aligned_boxes refuses an empty list of boxes
     return out
+
+
+def check_token_drop(module: nn.Module, x: torch.Tensor, is_signal: bool, segments: object, mask_shape: str,
+                      layer: str | None, strategy: str) -> str:
+    """Refuse what ``mask_value="drop"`` cannot do, before any forward pass; the strategy it runs with."""
+    if is_signal or x.ndim != 3 or segments is not None or mask_shape != "box" or layer is not None:
+        raise ValueError("mask_value='drop' removes a vision transformer's patch tokens: it needs an image (C, H, W), "
+                         "box masks (mask_shape='box', no segments=) and class scores (no layer=)")
+    if strategy == "incremental":
+        raise ValueError("mask_value='drop' runs the transformer on fewer tokens; use strategy='auto' or 'full'")
+    token_drop_model(module)  # raises, naming the supported models, for anything else
+    return "full"
